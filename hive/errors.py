@@ -1,0 +1,21 @@
+"""Exceptions that carry meaning: the CLI maps them to exit codes, the driver to outcomes."""
+
+
+class HiveError(Exception):
+    """Base class for errors Hive raises on purpose."""
+
+
+class BadInput(HiveError):
+    """A user mistake (playbook field, argument, unknown campaign): one line, exit code 2."""
+
+
+class EditRejected(HiveError):
+    """A proposed change cannot be applied or touches files it must not."""
+
+
+class RunTimedOut(HiveError):
+    """A run passed its wall-clock limit and was killed."""
+
+
+class BudgetExhausted(HiveError):
+    """The campaign's experiment, time or dollar budget is spent."""

@@ -1,0 +1,77 @@
+"""The executor protocol, what a run is asked to do and what came of it, and the scrubbed environment."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# host variables a run sees; everything else (API keys, tokens, Hive's own settings) stays out
+PASSED = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TERM", "TZ", "TMPDIR", "SHELL",
+          "VIRTUAL_ENV", "PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "NCCL_*", "TORCH_HOME"]
+SECRET = ["*_API_KEY", "*_KEY", "*TOKEN*", "*SECRET*", "*PASSWORD*", "HIVE_*", "AWS_*", "LITELLM_*", "OPENAI_*",
+          "ANTHROPIC_*", "AZURE_*", "GOOGLE_*", "HF_*"]
+
+
+@dataclass
+class RunRequest:
+    """One run of one seed: a shell command in a folder, with a limit and a log file."""
+
+    command: str
+    cwd: Path
+    log_path: Path
+    timeout: float
+    env: dict[str, str] = field(default_factory=dict)
+    devices: list[int] = field(default_factory=list)
+    threads: int = 1
+    label: str = ""
+    # read-only folders a sandboxing executor mounts (e.g. the pristine harness)
+    read_only: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    exit_code: int | None
+    wall_seconds: float
+    peak_rss_mb: float | None = None
+    timed_out: bool = False
+    cancelled: bool = False
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and not self.cancelled
+
+
+class Executor(Protocol):
+    """Runs a command somewhere and waits for it; `cancel` set by another thread stops it early."""
+
+    name: str
+
+    def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult: ...
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def scrubbed_environment(extra: dict[str, str] | None = None, pass_env: list[str] | None = None,
+                         host: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a run: a short allow-list of host variables, never a secret, plus `extra`.
+
+    `pass_env` may name more host variables; names that look like secrets are dropped even then, unless
+    they are set explicitly through `extra` (the playbook's `run.env`).
+    """
+    host = dict(os.environ if host is None else host)
+    allowed = PASSED + list(pass_env or [])
+    env = {k: v for k, v in host.items() if _matches(k, allowed) and not _matches(k, SECRET)}
+    # the run's `python` is the interpreter Hive runs in, so its packages (torch) are there
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
+    env.setdefault("HOME", "/tmp")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env

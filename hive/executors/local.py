@@ -1,0 +1,81 @@
+"""The local executor: a subprocess in its own process group, with a wall-clock limit and peak-memory accounting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+from hive.executors.base import RunRequest, RunResult
+
+KILL_GRACE_SECONDS = 3.0
+
+
+class LocalExecutor:
+    """Runs each command as `sh -c` in a new session; on timeout or cancel, SIGTERM then SIGKILL the whole group."""
+
+    name = "local"
+
+    def __init__(self, kill_grace: float = KILL_GRACE_SECONDS):
+        self.kill_grace = kill_grace
+
+    def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult:
+        request.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(request.env)
+        if request.devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in request.devices)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env.setdefault(var, str(request.threads))
+        started = time.monotonic()
+        with open(request.log_path, "ab", buffering=0) as log:
+            try:
+                proc = subprocess.Popen(["/bin/sh", "-c", request.command], cwd=request.cwd, env=env, stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as exc:
+                return RunResult(exit_code=None, wall_seconds=0.0, error=f"could not start: {exc}")
+            status, rusage, timed_out, cancelled = self._wait(proc, started + request.timeout, cancel)
+        wall = time.monotonic() - started
+        # leftovers the command started in the background die with it
+        _kill_group(proc.pid, signal.SIGKILL)
+        exit_code = os.waitstatus_to_exitcode(status)
+        error = ""
+        if timed_out:
+            error = f"killed after the {request.timeout:g} s limit"
+        elif cancelled:
+            error = "cancelled"
+        elif exit_code < 0:
+            error = f"killed by signal {signal.Signals(-exit_code).name}"
+        with open(request.log_path, "a", encoding="utf-8") as log:
+            if error:
+                log.write(f"\n[hive] {error}\n")
+        return RunResult(exit_code=exit_code, wall_seconds=wall, peak_rss_mb=rusage.ru_maxrss / 1024,
+                         timed_out=timed_out, cancelled=cancelled, error=error)
+
+    def _wait(self, proc: subprocess.Popen, deadline: float, cancel: threading.Event | None):
+        timed_out = cancelled = False
+        term_sent_at: float | None = None
+        pause = 0.002
+        while True:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                return status, rusage, timed_out, cancelled
+            now = time.monotonic()
+            if term_sent_at is None and (now >= deadline or (cancel is not None and cancel.is_set())):
+                timed_out, cancelled = now >= deadline, not now >= deadline
+                _kill_group(proc.pid, signal.SIGTERM)
+                term_sent_at = now
+            elif term_sent_at is not None and now - term_sent_at >= self.kill_grace:
+                _kill_group(proc.pid, signal.SIGKILL)
+            # short sleeps at first so a quick command costs little; longer ones for long runs
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.1)
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,374 @@
+"""The playbook: a campaign's schema, loaded from YAML with `-c key.path=value` overrides and one-line errors."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hive.errors import BadInput
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE_]+)\s*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(Strict):
+    gpus: int = Field(0, ge=0, description="GPUs per run (0 = CPU only)")
+    min_free_memory_mb: int = Field(0, ge=0, description="only place a run on GPUs with this much free memory")
+    cpu_threads: int = Field(1, ge=1, description="threads per run; CPU slots = cores / threads")
+    exclusive: bool = Field(True, description="a GPU run owns its devices alone")
+
+
+class RunSpec(Strict):
+    command: str = Field(..., min_length=1, description="shell command run in the experiment's worktree")
+    timeout: float = Field(600, gt=0, description="wall-clock limit in seconds; the process group is killed after it")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment for the run")
+    pass_env: list[str] = Field(default_factory=list, description="host variables passed through the scrubbed environment")
+    seed_env: str | None = Field("SEED", description="environment variable that carries the seed (null: none)")
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1,
+                             description="seeds in the order runs use them")
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _stringify_env(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        return value
+
+
+class ScoreSpec(Strict):
+    command: str = Field(..., min_length=1,
+                         description="scorer command, run in the worktree; {harness} is the pristine copy of protected files")
+    timeout: float = Field(300, gt=0)
+
+
+class Objective(Strict):
+    metric: str = Field(..., min_length=1, description="the metric key the campaign optimises")
+    direction: Literal["minimize", "maximize"] = "minimize"
+    constraints: list[str] = Field(default_factory=list, description="e.g. 'artifact_bytes <= 16000000'")
+    min_delta: float = Field(0.0, ge=0, description="a keep must beat the best by at least this much")
+    alpha: float = Field(0.05, gt=0, lt=1, description="one-sided Welch t-test level for a keep")
+    confirm_seeds: int = Field(3, ge=1, description="seeds a candidate and the baseline are run with before a keep")
+    metrics_regex: dict[str, str] = Field(
+        default_factory=dict,
+        description="metric key -> regex with one group over the log (last match wins), for repos without '---' output",
+    )
+
+    @field_validator("constraints")
+    @classmethod
+    def _check_constraints(cls, value: list[str]) -> list[str]:
+        for text in value:
+            if not CONSTRAINT_RE.match(text):
+                raise ValueError(f"constraint {text!r} is not 'key <=|>=|<|>|== number'")
+        return value
+
+    @field_validator("metrics_regex")
+    @classmethod
+    def _check_regexes(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, pattern in value.items():
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"regex for {key!r} does not compile: {exc}") from None
+            if compiled.groups < 1:
+                raise ValueError(f"regex for {key!r} needs a capture group around the value")
+        return value
+
+
+class FileBinding(Strict):
+    file: str = Field(..., description="editable file holding the assignment")
+    assign: str = Field(..., description="name of a top-level assignment in that file")
+
+
+class FlagBinding(Strict):
+    flag: str = Field(..., pattern=r"^-{1,2}[A-Za-z0-9][A-Za-z0-9_.-]*$", description="command-line flag appended to the run command")
+
+
+class EnvBinding(Strict):
+    env: str = Field(..., pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable set for the run")
+
+
+Binding = Union[FileBinding, FlagBinding, EnvBinding]
+
+
+class Knob(Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+    bind: Binding
+
+    @model_validator(mode="after")
+    def _check_space(self) -> "Knob":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical knob needs a non-empty 'choices' list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"an {self.type} knob needs 'low' and 'high'")
+            if self.low >= self.high:
+                raise ValueError(f"'low' ({self.low}) must be below 'high' ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError("a log-scale knob needs 'low' > 0")
+        return self
+
+
+class Models(Strict):
+    proposer: str | None = None
+    coder: str | None = None
+    critic: str | None = None
+
+
+class Budget(Strict):
+    max_experiments: int | None = Field(None, ge=1)
+    max_hours: float | None = Field(None, gt=0)
+    max_dollars: float | None = Field(None, ge=0)
+
+
+class LocalExecutor(Strict):
+    kind: Literal["local"] = "local"
+
+
+class DockerExecutor(Strict):
+    kind: Literal["docker"]
+    image: str = Field(..., min_length=1)
+    workdir: str = "/workspace"
+    network: str = Field("none", description="docker network mode; 'none' keeps runs offline")
+    memory: str | None = Field(None, pattern=r"^[0-9]+[kmgKMG]?$", description="memory limit, e.g. '8g'")
+
+
+class SlurmExecutor(Strict):
+    kind: Literal["slurm"]
+    partition: str | None = None
+    time_minutes: int | None = Field(None, ge=1)
+    cpus_per_task: int | None = Field(None, ge=1)
+    extra_args: list[str] = Field(default_factory=list)
+    poll_seconds: float = Field(1.0, gt=0)
+
+
+Executor = Annotated[Union[LocalExecutor, DockerExecutor, SlurmExecutor], Field(discriminator="kind")]
+
+
+class Scheduler(Strict):
+    inventory: Literal["auto", "nvml", "simulated", "cpu"] = "auto"
+    simulate_gpus: int = Field(0, ge=0)
+    simulated_memory_mb: int = Field(81920, ge=1)
+    slots: int | None = Field(None, ge=1, description="override the number of concurrent runs")
+    max_utilisation: int = Field(10, ge=0, le=100, description="a GPU busier than this (percent) counts as taken")
+
+
+class Playbook(Strict):
+    name: str = Field(..., pattern=NAME_RE, description="campaign name (letters, digits, . _ -)")
+    description: str = ""
+    source: str = Field(..., min_length=1, description="template folder under playbooks/, or a path/URL of a git repo")
+    ref: str | None = Field(None, description="git ref of the source to start from")
+    editable: list[str] = Field(..., min_length=1, description="globs of files agents may change")
+    protected: list[str] = Field(default_factory=list, description="globs nobody may change (scorer, data, eval)")
+    setup: str | None = Field(None, description="command run once in the campaign repo after it is created")
+    run: RunSpec
+    score: ScoreSpec | None = None
+    objective: Objective
+    strategist: Literal["optuna", "llm", "random", "greedy"] = "optuna"
+    knobs: list[Knob] = Field(default_factory=list)
+    models: Models = Field(default_factory=Models)
+    budget: Budget = Field(default_factory=Budget)
+    executor: Executor = Field(default_factory=LocalExecutor)
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    rules: str = ""
+    profile: str | None = Field(None, description="name of an entry of 'profiles' to apply")
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    # where the playbook was loaded from; the source folder resolves relative to it
+    path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> "Playbook":
+        names = [k.name for k in self.knobs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"knob names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def source_dir(self) -> Path | None:
+        """The local folder or repository the campaign starts from, or None for a remote URL."""
+        if re.match(r"^[a-z+]+://|^git@", self.source):
+            return None
+        base = self.path.parent if self.path else Path.cwd()
+        candidate = Path(self.source).expanduser()
+        return candidate if candidate.is_absolute() else (base / candidate).resolve()
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node: Any = data
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise BadInput(f"-c {dotted}: '{key}' is not an index of a list of {len(node)}")
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise BadInput(f"-c {dotted}: '{'.'.join(keys[:i])}' is not a mapping")
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and key not in node:
+                node[key] = {}
+            node = node[key]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split `key.path=value` and parse the value as YAML (so numbers and lists keep their type)."""
+    if "=" not in text:
+        raise BadInput(f"-c {text}: expected key.path=value")
+    key, raw = text.split("=", 1)
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$", key.strip()):
+        raise BadInput(f"-c {text}: '{key}' is not a dotted key path")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _format_error(origin: str, exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).endswith("Binding") and p not in ("LocalExecutor", "DockerExecutor", "SlurmExecutor"))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required field is missing"
+    elif first["type"] == "literal_error":
+        msg = msg.replace("Input should be", "must be one of")
+    elif first["type"] == "union_tag_invalid":
+        msg = msg.replace("Input tag", "kind").replace("does not match any of the expected tags:", "is not one of")
+    extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    where = f"{loc}: " if loc else ""
+    return f"{origin}: {where}{msg}{extra}"
+
+
+def load_playbook(path: str | Path, overrides: list[str] | None = None, check_source: bool = True) -> Playbook:
+    """Load, override, validate and cross-check a playbook; raise BadInput with one line on any problem."""
+    path = Path(path)
+    origin = str(path)
+    if not path.is_file():
+        raise BadInput(f"{origin}: playbook file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise BadInput(f"{origin}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{origin}: not UTF-8 text") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{origin}: a playbook is a YAML mapping, got {type(data).__name__}")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_path(data, key, value)
+    profile = data.get("profile")
+    if profile is not None:
+        profiles = data.get("profiles") or {}
+        if not isinstance(profiles, dict) or profile not in profiles:
+            valid = ", ".join(sorted(profiles)) if isinstance(profiles, dict) and profiles else "none defined"
+            raise BadInput(f"{origin}: profile: unknown profile {profile!r} (valid: {valid})")
+        if not isinstance(profiles[profile], dict):
+            raise BadInput(f"{origin}: profiles.{profile}: must be a mapping of fields to override")
+        data = _deep_merge(data, profiles[profile])
+    try:
+        playbook = Playbook.model_validate(data)
+    except ValidationError as exc:
+        raise BadInput(_format_error(origin, exc)) from None
+    playbook.path = path.resolve()
+    if check_source:
+        check_against_source(playbook, origin)
+    return playbook
+
+
+def check_against_source(playbook: Playbook, origin: str) -> None:
+    """Cross-check the playbook against its source folder: it exists, knob files and assignments exist."""
+    src = playbook.source_dir()
+    if src is None:
+        return
+    if not src.is_dir():
+        raise BadInput(f"{origin}: source: folder or repository {playbook.source!r} not found (looked at {src})")
+    for i, knob in enumerate(playbook.knobs):
+        if not isinstance(knob.bind, FileBinding):
+            continue
+        target = src / knob.bind.file
+        if not target.is_file():
+            raise BadInput(f"{origin}: knobs.{i}.bind.file: file {knob.bind.file!r} does not exist in {src}")
+        if not matches_any(knob.bind.file, playbook.editable):
+            raise BadInput(f"{origin}: knobs.{i}.bind.file: {knob.bind.file!r} is not covered by 'editable'")
+        if matches_any(knob.bind.file, playbook.protected):
+            raise BadInput(f"{origin}: knobs.{i}.bind.file: {knob.bind.file!r} is protected")
+        try:
+            names = top_level_assignments(target.read_text(encoding="utf-8"))
+        except SyntaxError as exc:
+            raise BadInput(f"{origin}: knobs.{i}.bind.file: {knob.bind.file!r} is not valid Python: {exc.msg}") from None
+        if knob.bind.assign not in names:
+            raise BadInput(f"{origin}: knobs.{i}.bind.assign: no top-level assignment {knob.bind.assign!r} in {knob.bind.file}")
+
+
+def top_level_assignments(source: str) -> dict[str, ast.Assign | ast.AnnAssign]:
+    """Map each simple top-level assignment target name in a Python source to its node."""
+    found: dict[str, ast.Assign | ast.AnnAssign] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            found[node.targets[0].id] = node
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            found[node.target.id] = node
+    return found
+
+
+def matches_any(path: str, globs: list[str]) -> bool:
+    """True if a repo-relative posix path matches one of the globs (`**` spans folders)."""
+    return any(_glob_re(g).match(path) for g in globs)
+
+
+def _glob_re(pattern: str) -> re.Pattern:
+    out, i = "", 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif c == "*":
+            out, i = out + "[^/]*", i + 1
+        elif c == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(c), i + 1
+    # a folder pattern covers everything beneath it
+    return re.compile(f"^{out}(?:/.*)?$")
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a playbook, for editors."""
+    return Playbook.model_json_schema()

@@ -1,0 +1,133 @@
+"""The runner: one seed of one experiment, run by the executor, then scored from the pristine harness."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from hive.executors.base import Executor, RunRequest, RunResult, scrubbed_environment
+from hive.objective import metric_value, read_metrics
+from hive.playbook import EnvBinding, FlagBinding, Playbook
+from hive.workspace import Workspace
+
+LOG_TAIL_BYTES = 4000
+
+
+@dataclass
+class SeedOutcome:
+    """What one seed produced: the metrics Hive trusts, and how the run went."""
+
+    status: str  # ok | failed | timeout | cancelled | tampered
+    metrics: dict
+    result: RunResult
+    log_path: Path
+    error: str = ""
+
+
+def knob_arguments(playbook: Playbook, values: dict) -> tuple[str, dict[str, str]]:
+    """Command-line flags and environment variables for the knobs bound to them."""
+    flags, env = [], {}
+    for knob in playbook.knobs:
+        if knob.name not in values:
+            continue
+        value = values[knob.name]
+        if isinstance(knob.bind, FlagBinding):
+            flags.append(f"{knob.bind.flag} {shlex.quote(str(value))}")
+        elif isinstance(knob.bind, EnvBinding):
+            env[knob.bind.env] = str(value)
+    return " ".join(flags), env
+
+
+def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
+    """The last few KB of a log, for error messages and the feed."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+class Runner:
+    """Runs seeds for a campaign through one executor."""
+
+    def __init__(self, playbook: Playbook, workspace: Workspace, executor: Executor):
+        self.playbook = playbook
+        self.workspace = workspace
+        self.executor = executor
+
+    def run_seed(self, number: int, seed: int, commit: str, knob_values: dict | None = None,
+                 devices: list[int] | None = None, cancel: threading.Event | None = None) -> SeedOutcome:
+        """Run the playbook's command for one seed on `commit`, then its scorer; never raises for a bad run."""
+        pb = self.playbook
+        run_dir = self.workspace.run_dir(number, seed, commit)
+        log_path = self.workspace.logs / f"exp-{number}" / f"seed-{seed}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("")
+        flags, knob_env = knob_arguments(pb, knob_values or {})
+        env = {**pb.run.env, **knob_env, "HIVE_SEED": str(seed)}
+        if pb.run.seed_env:
+            env[pb.run.seed_env] = str(seed)
+        command = f"{pb.run.command} {flags}".strip()
+        request = RunRequest(command=command, cwd=run_dir, log_path=log_path, timeout=pb.run.timeout,
+                             env=scrubbed_environment(env, pb.run.pass_env), devices=devices or [],
+                             threads=pb.run.resources.cpu_threads, label=f"{self.workspace.campaign}/exp-{number}/seed-{seed}",
+                             read_only={"harness": self.workspace.harness})
+        result = self.executor.run(request, cancel)
+        if result.cancelled:
+            return SeedOutcome("cancelled", {}, result, log_path, "cancelled")
+        if result.timed_out:
+            return SeedOutcome("timeout", {}, result, log_path, result.error)
+        if result.exit_code != 0:
+            return SeedOutcome("failed", {}, result, log_path, result.error or f"exit code {result.exit_code}")
+        log_text = log_path.read_text(encoding="utf-8", errors="replace")
+        metrics = read_metrics(log_text, run_dir, pb.objective.metrics_regex)
+        metrics.setdefault("wall_seconds", round(result.wall_seconds, 3))
+        if pb.score is None:
+            return SeedOutcome("ok", metrics, result, log_path)
+        return self._score(number, seed, run_dir, log_path, metrics, result, cancel)
+
+    def _score(self, number: int, seed: int, run_dir: Path, log_path: Path, run_metrics: dict, result: RunResult,
+               cancel: threading.Event | None) -> SeedOutcome:
+        pb = self.playbook
+        # a run may have written into the pristine copy: detect it, and score from a restored one
+        if not self.workspace.harness_intact():
+            self.workspace.restore_harness(pb)
+            return SeedOutcome("tampered", run_metrics, result, log_path, "the run changed the pristine harness files")
+        score_log = log_path.with_name(f"seed-{seed}.score.log")
+        score_log.write_text("")
+        harness = str(self.workspace.harness)
+        command = pb.score.command.replace("{harness}", shlex.quote(harness))
+        # the scorer reads the run's output files but must not be fooled by a metrics.json the run wrote
+        (run_dir / "metrics.json").unlink(missing_ok=True)
+        request = RunRequest(command=command, cwd=run_dir, log_path=score_log, timeout=pb.score.timeout,
+                             env=scrubbed_environment({**pb.run.env, "HIVE_HARNESS": harness}, pb.run.pass_env),
+                             threads=pb.run.resources.cpu_threads, label=f"score exp-{number}/seed-{seed}",
+                             read_only={"harness": self.workspace.harness})
+        scored = self.executor.run(request, cancel)
+        text = score_log.read_text(encoding="utf-8", errors="replace")
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"\n[hive] scorer: {command}\n{text}")
+        if not scored.ok:
+            why = "scorer timed out" if scored.timed_out else f"scorer failed (exit {scored.exit_code})"
+            return SeedOutcome("cancelled" if scored.cancelled else "failed", {}, result, log_path, why)
+        # the scorer's numbers win over anything the run printed itself
+        score_metrics = read_metrics(text, None, pb.objective.metrics_regex)
+        metrics = {**{f"run.{k}": v for k, v in run_metrics.items()}, **score_metrics}
+        metrics["wall_seconds"] = round(result.wall_seconds, 3)
+        metrics["score_seconds"] = round(scored.wall_seconds, 3)
+        return SeedOutcome("ok", metrics, result, log_path)
+
+
+def summarize_metrics(metrics: dict, key: str) -> str:
+    value = metric_value(metrics, key)
+    return f"{key}={value:.6g}" if value is not None else f"{key} missing"
+
+
+def dumps(metrics: dict) -> str:
+    return json.dumps(metrics, sort_keys=True, default=str)

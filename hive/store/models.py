@@ -1,0 +1,138 @@
+"""The tables: campaigns, experiments, runs (one per seed), events, llm calls, pull requests, lessons."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Campaign(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    playbook_path: str = ""
+    playbook_json: str = Field(default="{}", sa_column=Column(Text))
+    objective_metric: str = ""
+    direction: str = "minimize"
+    status: str = "created"  # created | running | stopped | finished
+    baseline_commit: str = ""
+    created_at: datetime = Field(default_factory=now)
+    started_at: Optional[datetime] = None
+    updated_at: datetime = Field(default_factory=now)
+
+
+class Experiment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("campaign_id", "number"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    number: int
+    parent_number: Optional[int] = None
+    kind: str = "candidate"  # baseline | candidate
+    hypothesis: str = Field(default="", sa_column=Column(Text))
+    rationale: str = Field(default="", sa_column=Column(Text))
+    proposal_json: str = Field(default="{}", sa_column=Column(Text))
+    diff: str = Field(default="", sa_column=Column(Text))
+    commit: str = ""
+    parent_commit: str = ""
+    branch: str = ""
+    # proposed | coding | running | judging | done
+    status: str = "proposed"
+    # baseline | keep | discard | crash | timeout | invalid | edit_failed | rejected
+    verdict: Optional[str] = None
+    verdict_reason: str = Field(default="", sa_column=Column(Text))
+    metric_mean: Optional[float] = None
+    metric_std: Optional[float] = None
+    p_value: Optional[float] = None
+    n_seeds: int = 0
+    gpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    tokens: int = 0
+    dollars: float = 0.0
+    created_at: datetime = Field(default_factory=now)
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+
+    @property
+    def proposal(self) -> dict[str, Any]:
+        return json.loads(self.proposal_json or "{}")
+
+
+class Run(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("experiment_id", "seed"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    experiment_id: int = Field(foreign_key="experiment.id", index=True)
+    seed: int
+    status: str = "queued"  # queued | running | ok | failed | timeout | cancelled
+    metrics_json: str = Field(default="{}", sa_column=Column(Text))
+    exit_code: Optional[int] = None
+    wall_seconds: Optional[float] = None
+    peak_rss_mb: Optional[float] = None
+    devices: str = ""
+    log_path: str = ""
+    error: str = Field(default="", sa_column=Column(Text))
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return json.loads(self.metrics_json or "{}")
+
+
+class Event(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    ts: datetime = Field(default_factory=now, index=True)
+    experiment_number: Optional[int] = None
+    kind: str = ""
+    message: str = Field(default="", sa_column=Column(Text))
+
+
+class LlmCall(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    experiment_number: Optional[int] = None
+    role: str = ""
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    dollars: float = 0.0
+    seconds: float = 0.0
+    ok: bool = True
+    error: str = Field(default="", sa_column=Column(Text))
+    ts: datetime = Field(default_factory=now)
+
+
+class PullRequest(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("campaign_id", "number"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    number: int
+    experiment_number: int
+    parent_pr: Optional[int] = None
+    title: str = ""
+    body: str = Field(default="", sa_column=Column(Text))
+    diff: str = Field(default="", sa_column=Column(Text))
+    commit: str = ""
+    status: str = "open"  # open | approved | rejected
+    reason: str = Field(default="", sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=now)
+    decided_at: Optional[datetime] = None
+
+
+class Lesson(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    experiment_number: Optional[int] = None
+    source: str = "critic"  # critic | review | human
+    text: str = Field(default="", sa_column=Column(Text))
+    ts: datetime = Field(default_factory=now)

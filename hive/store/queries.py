@@ -1,0 +1,206 @@
+"""Reads and writes of the store, each in its own short transaction (safe with other processes on the file)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Iterable, Sequence, TypeVar
+
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, col, select
+
+from hive.store.models import Campaign, Event, Experiment, Lesson, LlmCall, PullRequest, Run, now
+
+T = TypeVar("T", bound=SQLModel)
+FINISHED = "done"
+RANKED_VERDICTS = ("baseline", "keep", "discard")
+
+
+class Store:
+    """The campaign database behind one engine."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # -- generic -----------------------------------------------------------
+    def add(self, obj: T) -> T:
+        with self.session() as s:
+            s.add(obj)
+            s.commit()
+            s.refresh(obj)
+            return obj
+
+    def update(self, model: type[T], row_id: int, **fields: Any) -> T:
+        with self.session() as s:
+            obj = s.get(model, row_id)
+            if obj is None:
+                raise KeyError(f"{model.__name__} {row_id} not found")
+            for key, value in fields.items():
+                setattr(obj, key, value)
+            s.add(obj)
+            s.commit()
+            s.refresh(obj)
+            return obj
+
+    # -- campaigns ---------------------------------------------------------
+    def campaign(self, name: str) -> Campaign | None:
+        with self.session() as s:
+            return s.exec(select(Campaign).where(Campaign.name == name)).first()
+
+    def campaigns(self) -> Sequence[Campaign]:
+        with self.session() as s:
+            return s.exec(select(Campaign).order_by(Campaign.id)).all()
+
+    def ensure_campaign(self, name: str, **fields: Any) -> tuple[Campaign, bool]:
+        """The campaign with this name, created if new; the flag says whether it was created."""
+        existing = self.campaign(name)
+        if existing is not None:
+            return existing, False
+        try:
+            return self.add(Campaign(name=name, **fields)), True
+        except IntegrityError:  # another process created it first
+            return self.campaign(name), False  # type: ignore[return-value]
+
+    # -- experiments -------------------------------------------------------
+    def new_experiment(self, campaign_id: int, **fields: Any) -> Experiment:
+        """Insert an experiment under the next free number (unique even with concurrent writers)."""
+        for _ in range(20):
+            with self.session() as s:
+                top = s.exec(select(func.max(Experiment.number)).where(Experiment.campaign_id == campaign_id)).one()
+                exp = Experiment(campaign_id=campaign_id, number=(top or 0) + 1, **fields)
+                s.add(exp)
+                try:
+                    s.commit()
+                except IntegrityError:
+                    s.rollback()
+                    continue
+                s.refresh(exp)
+                return exp
+        raise RuntimeError("could not allocate an experiment number after 20 tries")
+
+    def experiment(self, campaign_id: int, number: int) -> Experiment | None:
+        with self.session() as s:
+            return s.exec(select(Experiment).where(Experiment.campaign_id == campaign_id, Experiment.number == number)).first()
+
+    def experiments(self, campaign_id: int, statuses: Iterable[str] | None = None, limit: int | None = None,
+                    newest_first: bool = False) -> Sequence[Experiment]:
+        with self.session() as s:
+            q = select(Experiment).where(Experiment.campaign_id == campaign_id)
+            if statuses is not None:
+                q = q.where(col(Experiment.status).in_(list(statuses)))
+            q = q.order_by(col(Experiment.number).desc() if newest_first else col(Experiment.number))
+            if limit:
+                q = q.limit(limit)
+            return s.exec(q).all()
+
+    def count_experiments(self, campaign_id: int, kind: str | None = None) -> int:
+        with self.session() as s:
+            q = select(func.count()).select_from(Experiment).where(Experiment.campaign_id == campaign_id)
+            if kind:
+                q = q.where(Experiment.kind == kind)
+            return s.exec(q).one()
+
+    def leaderboard(self, campaign_id: int, direction: str, limit: int = 20) -> Sequence[Experiment]:
+        """Finished experiments with a metric, best first (kept and baseline ahead of discarded at equal value)."""
+        with self.session() as s:
+            order = col(Experiment.metric_mean).asc() if direction == "minimize" else col(Experiment.metric_mean).desc()
+            q = (select(Experiment)
+                 .where(Experiment.campaign_id == campaign_id, Experiment.status == FINISHED,
+                        col(Experiment.metric_mean).is_not(None), col(Experiment.verdict).in_(RANKED_VERDICTS))
+                 .order_by(order, col(Experiment.number)).limit(limit))
+            return s.exec(q).all()
+
+    def best(self, campaign_id: int) -> Experiment | None:
+        """The experiment the best branch points at: the latest keep, else the baseline."""
+        with self.session() as s:
+            q = (select(Experiment)
+                 .where(Experiment.campaign_id == campaign_id, col(Experiment.verdict).in_(("keep", "baseline")))
+                 .order_by(col(Experiment.verdict) == "keep", col(Experiment.finished_at), col(Experiment.number)))
+            rows = s.exec(q).all()
+            return rows[-1] if rows else None
+
+    # -- runs --------------------------------------------------------------
+    def ensure_run(self, experiment_id: int, seed: int) -> Run:
+        with self.session() as s:
+            run = s.exec(select(Run).where(Run.experiment_id == experiment_id, Run.seed == seed)).first()
+            if run is not None:
+                return run
+        return self.add(Run(experiment_id=experiment_id, seed=seed))
+
+    def runs(self, experiment_id: int) -> Sequence[Run]:
+        with self.session() as s:
+            return s.exec(select(Run).where(Run.experiment_id == experiment_id).order_by(col(Run.id))).all()
+
+    def runs_for(self, experiment_ids: list[int]) -> dict[int, list[Run]]:
+        out: dict[int, list[Run]] = {i: [] for i in experiment_ids}
+        if not experiment_ids:
+            return out
+        with self.session() as s:
+            for run in s.exec(select(Run).where(col(Run.experiment_id).in_(experiment_ids)).order_by(col(Run.id))):
+                out[run.experiment_id].append(run)
+        return out
+
+    # -- events, lessons, llm calls, pull requests -------------------------
+    def event(self, campaign_id: int, kind: str, message: str, experiment_number: int | None = None) -> Event:
+        return self.add(Event(campaign_id=campaign_id, kind=kind, message=message, experiment_number=experiment_number))
+
+    def events(self, campaign_id: int, after_id: int = 0, limit: int = 200) -> Sequence[Event]:
+        with self.session() as s:
+            q = (select(Event).where(Event.campaign_id == campaign_id, Event.id > after_id)
+                 .order_by(col(Event.id).desc()).limit(limit))
+            return list(reversed(s.exec(q).all()))
+
+    def lessons(self, campaign_id: int, limit: int = 50) -> Sequence[Lesson]:
+        with self.session() as s:
+            q = select(Lesson).where(Lesson.campaign_id == campaign_id).order_by(col(Lesson.id).desc()).limit(limit)
+            return list(reversed(s.exec(q).all()))
+
+    def llm_totals(self, campaign_id: int) -> dict[str, float]:
+        with self.session() as s:
+            row = s.exec(select(func.count(), func.coalesce(func.sum(LlmCall.prompt_tokens), 0),
+                                func.coalesce(func.sum(LlmCall.completion_tokens), 0),
+                                func.coalesce(func.sum(LlmCall.dollars), 0.0))
+                         .where(LlmCall.campaign_id == campaign_id)).one()
+        return {"calls": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "dollars": float(row[3])}
+
+    def pull_requests(self, campaign_id: int, status: str | None = None) -> Sequence[PullRequest]:
+        with self.session() as s:
+            q = select(PullRequest).where(PullRequest.campaign_id == campaign_id)
+            if status:
+                q = q.where(PullRequest.status == status)
+            return s.exec(q.order_by(col(PullRequest.number))).all()
+
+    def new_pull_request(self, campaign_id: int, **fields: Any) -> PullRequest:
+        for _ in range(20):
+            with self.session() as s:
+                top = s.exec(select(func.max(PullRequest.number)).where(PullRequest.campaign_id == campaign_id)).one()
+                pr = PullRequest(campaign_id=campaign_id, number=(top or 0) + 1, **fields)
+                s.add(pr)
+                try:
+                    s.commit()
+                except IntegrityError:
+                    s.rollback()
+                    continue
+                s.refresh(pr)
+                return pr
+        raise RuntimeError("could not allocate a pull-request number after 20 tries")
+
+
+def to_dict(obj: SQLModel) -> dict[str, Any]:
+    """A row as JSON-ready data (datetimes as ISO strings, JSON columns decoded)."""
+    out: dict[str, Any] = {}
+    for key, value in obj.model_dump().items():
+        if isinstance(value, datetime):
+            value = value.isoformat(timespec="seconds") + "Z"
+        if key.endswith("_json"):
+            key, value = key[:-5], json.loads(value or "{}")
+        out[key] = value
+    return out
+
+
+__all__ = ["Store", "to_dict", "now"]

@@ -1,0 +1,146 @@
+"""Read-only views of a campaign as plain data (for --json and the TUI) and as text (for the terminal)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hive.errors import BadInput
+from hive.store import Campaign, Store
+from hive.store.models import now
+from hive.store.queries import to_dict
+
+IN_FLIGHT = ("proposed", "coding", "running", "judging")
+
+
+def load(home: Path, name: str | None) -> tuple[Store, Campaign]:
+    """The store and row of a campaign; BadInput when it does not exist."""
+    from hive.campaign import find_campaign
+
+    return find_campaign(home, name)
+
+
+def _elapsed(start: datetime | None, end: datetime | None = None) -> float | None:
+    if start is None:
+        return None
+    return round(((end or now()) - start).total_seconds(), 1)
+
+
+def status_data(store: Store, camp: Campaign) -> dict[str, Any]:
+    """Best value, baseline, budget used, verdict counts and in-flight experiments."""
+    exps = store.experiments(camp.id)
+    baseline = next((e for e in exps if e.kind == "baseline" and e.verdict == "baseline"), None)
+    best = store.best(camp.id)
+    verdicts = Counter(e.verdict for e in exps if e.status == "done")
+    playbook = json.loads(camp.playbook_json or "{}")
+    delta = None
+    if best and baseline and best.metric_mean is not None and baseline.metric_mean is not None:
+        delta = best.metric_mean - baseline.metric_mean
+    return {
+        "campaign": camp.name,
+        "status": camp.status,
+        "objective": {"metric": camp.objective_metric, "direction": camp.direction,
+                      "constraints": playbook.get("objective", {}).get("constraints", [])},
+        "baseline": _brief(baseline),
+        "best": _brief(best),
+        "best_delta_vs_baseline": delta,
+        "experiments": len(exps),
+        "verdicts": dict(verdicts),
+        "in_flight": [_brief(e) for e in exps if e.status in IN_FLIGHT],
+        "budget": playbook.get("budget", {}),
+        "llm": store.llm_totals(camp.id),
+        "pull_requests": len(store.pull_requests(camp.id)),
+        "elapsed_seconds": _elapsed(camp.started_at, camp.updated_at if camp.status != "running" else None),
+        "created_at": camp.created_at.isoformat(timespec="seconds") + "Z",
+    }
+
+
+def _brief(exp) -> dict[str, Any] | None:  # noqa: ANN001
+    if exp is None:
+        return None
+    return {"number": exp.number, "kind": exp.kind, "status": exp.status, "verdict": exp.verdict,
+            "hypothesis": exp.hypothesis, "metric_mean": exp.metric_mean, "metric_std": exp.metric_std,
+            "n_seeds": exp.n_seeds, "p_value": exp.p_value, "commit": exp.commit}
+
+
+def status_text(store: Store, camp: Campaign) -> str:
+    data = status_data(store, camp)
+    obj = data["objective"]
+    lines = [f"campaign {data['campaign']} [{data['status']}]  objective: {obj['direction']} {obj['metric']}"]
+    for label in ("baseline", "best"):
+        row = data[label]
+        if row and row["metric_mean"] is not None:
+            lines.append(f"  {label:<9} exp-{row['number']:<4} {obj['metric']} = {row['metric_mean']:.6g}"
+                         f" ± {row['metric_std'] or 0:.2g} ({row['n_seeds']} seed(s))")
+    if data["best_delta_vs_baseline"] is not None:
+        lines.append(f"  delta vs baseline: {data['best_delta_vs_baseline']:+.6g}")
+    verdicts = ", ".join(f"{k}: {v}" for k, v in sorted(data["verdicts"].items(), key=lambda kv: str(kv[0])))
+    lines.append(f"  experiments: {data['experiments']} ({verdicts or 'none finished'}); "
+                 f"pull requests: {data['pull_requests']}")
+    llm = data["llm"]
+    if llm["calls"]:
+        lines.append(f"  llm: {llm['calls']} calls, {llm['prompt_tokens'] + llm['completion_tokens']} tokens, "
+                     f"${llm['dollars']:.4f}")
+    for row in data["in_flight"]:
+        lines.append(f"  in flight: exp-{row['number']} [{row['status']}] {row['hypothesis'][:60]}")
+    return "\n".join(lines)
+
+
+def leaderboard_data(store: Store, camp: Campaign, limit: int = 20) -> list[dict[str, Any]]:
+    rows = store.leaderboard(camp.id, camp.direction, limit)
+    return [{"rank": i + 1, "number": e.number, "verdict": e.verdict, "metric": camp.objective_metric,
+             "metric_mean": e.metric_mean, "metric_std": e.metric_std, "n_seeds": e.n_seeds, "p_value": e.p_value,
+             "hypothesis": e.hypothesis, "commit": e.commit} for i, e in enumerate(rows)]
+
+
+def leaderboard_text(camp: Campaign, rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return f"campaign {camp.name}: no finished experiment with a metric yet"
+    head = f"{'#':>3}  {'exp':>5}  {'verdict':<9} {camp.objective_metric:>14} {'std':>9} {'seeds':>5}  hypothesis"
+    lines = [head]
+    for r in rows:
+        lines.append(f"{r['rank']:>3}  {r['number']:>5}  {r['verdict'] or '':<9} {r['metric_mean']:>14.6g} "
+                     f"{(r['metric_std'] or 0):>9.2g} {r['n_seeds']:>5}  {r['hypothesis'][:50]}")
+    return "\n".join(lines)
+
+
+def experiment_data(store: Store, camp: Campaign, number: int) -> dict[str, Any]:
+    exp = store.experiment(camp.id, number)
+    if exp is None:
+        total = store.count_experiments(camp.id)
+        raise BadInput(f"EXPERIMENT: no experiment {number} in campaign {camp.name} (valid: 1..{total})"
+                       if total else f"EXPERIMENT: campaign {camp.name} has no experiments yet")
+    data = to_dict(exp)
+    data["runs"] = [to_dict(r) for r in store.runs(exp.id)]
+    return data
+
+
+def experiment_text(data: dict[str, Any]) -> str:
+    lines = [f"exp-{data['number']} [{data['status']}] verdict: {data['verdict'] or '-'}",
+             f"  hypothesis: {data['hypothesis']}"]
+    if data.get("rationale"):
+        lines.append(f"  rationale: {data['rationale']}")
+    if data.get("verdict_reason"):
+        lines.append(f"  why: {data['verdict_reason']}")
+    if data.get("metric_mean") is not None:
+        p = f", p = {data['p_value']:.3g}" if data.get("p_value") is not None else ""
+        lines.append(f"  metric: {data['metric_mean']:.6g} ± {data['metric_std'] or 0:.2g} over {data['n_seeds']} seed(s){p}")
+    lines.append(f"  commit: {data['commit'][:12] or '-'} on {data['branch'] or '-'}")
+    for run in data["runs"]:
+        metrics = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in sorted(run["metrics"].items()) if not k.startswith("run."))
+        wall = f"{run['wall_seconds']:.1f}s" if run["wall_seconds"] is not None else "-"
+        lines.append(f"  seed {run['seed']}: {run['status']} exit={run['exit_code']} {wall} {metrics}")
+        if run["status"] != "ok" and run["error"]:
+            lines.append("    " + run["error"].splitlines()[0])
+    return "\n".join(lines)
+
+
+def read_log(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return f"(log {path} not found)"

@@ -1,0 +1,256 @@
+"""The campaign's git state: its repo, one worktree per experiment, run folders, the best branch, the harness."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import git
+
+from hive.errors import BadInput
+from hive.playbook import Playbook, matches_any
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "Hive", "GIT_AUTHOR_EMAIL": "hive@localhost",
+           "GIT_COMMITTER_NAME": "Hive", "GIT_COMMITTER_EMAIL": "hive@localhost"}
+SKIP_DIRS = {".git", "__pycache__", ".venv", "workspaces", ".pytest_cache"}
+
+
+class Workspace:
+    """Everything under `workspaces/<campaign>/`: repo/, trees/, runs/, harness/, logs/."""
+
+    def __init__(self, root: Path, campaign: str):
+        self.campaign = campaign
+        self.root = Path(root).resolve()
+        self.repo_dir = self.root / "repo"
+        self.trees = self.root / "trees"
+        self.runs = self.root / "runs"
+        self.harness = self.root / "harness"
+        self.logs = self.root / "logs"
+
+    # -- names -------------------------------------------------------------
+    def branch(self, number: int) -> str:
+        return f"hive/{self.campaign}/exp-{number}"
+
+    @property
+    def best_branch(self) -> str:
+        return f"hive/{self.campaign}/best"
+
+    @property
+    def baseline_branch(self) -> str:
+        return f"hive/{self.campaign}/baseline"
+
+    @property
+    def repo(self) -> git.Repo:
+        return git.Repo(self.repo_dir)
+
+    def _git(self, *args: str, cwd: Path | None = None) -> str:
+        env = {**os.environ, **GIT_ENV}
+        proc = subprocess.run(["git", *args], cwd=cwd or self.repo_dir, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise git.GitCommandError(["git", *args], proc.returncode, proc.stderr)
+        return proc.stdout
+
+    # -- the campaign repo ---------------------------------------------------
+    def exists(self) -> bool:
+        return (self.repo_dir / ".git").exists() and self._has_branch(self.baseline_branch)
+
+    def create(self, playbook: Playbook) -> str:
+        """Make the campaign repo from the playbook's source (once); return the baseline commit."""
+        for folder in (self.trees, self.runs, self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        if self.exists():
+            self.clear_stale_locks()
+            return self.baseline_commit()
+        # a crash mid-creation leaves a half-made repo: start it again
+        if self.repo_dir.exists():
+            shutil.rmtree(self.repo_dir)
+        staging = self.root / "repo.partial"
+        if staging.exists():
+            shutil.rmtree(staging)
+        src = playbook.source_dir()
+        if src is not None and not (src / ".git").exists():
+            if not src.is_dir():
+                raise BadInput(f"source: folder {playbook.source!r} not found")
+            shutil.copytree(src, staging, ignore=shutil.ignore_patterns(*SKIP_DIRS))
+            self._git("init", "-q", "-b", "main", str(staging), cwd=self.root)
+        else:
+            origin = str(src) if src is not None else playbook.source
+            try:
+                self._git("clone", "-q", "--no-hardlinks", origin, str(staging), cwd=self.root)
+            except git.GitCommandError as exc:
+                raise BadInput(f"source: cannot clone {playbook.source!r}: {exc.stderr.strip().splitlines()[-1:]}") from None
+            if playbook.ref:
+                try:
+                    self._git("checkout", "-q", playbook.ref, cwd=staging)
+                except git.GitCommandError:
+                    raise BadInput(f"ref: {playbook.ref!r} is not a commit, branch or tag of {playbook.source!r}") from None
+        self._git("config", "user.name", GIT_ENV["GIT_AUTHOR_NAME"], cwd=staging)
+        self._git("config", "user.email", GIT_ENV["GIT_AUTHOR_EMAIL"], cwd=staging)
+        self._git("add", "-A", cwd=staging)
+        self._git("commit", "-q", "--allow-empty", "-m", f"hive: baseline of campaign {self.campaign}", cwd=staging)
+        head = self._git("rev-parse", "HEAD", cwd=staging).strip()
+        self._git("branch", "-f", self.best_branch, head, cwd=staging)
+        self._git("branch", "-f", self.baseline_branch, head, cwd=staging)
+        staging.rename(self.repo_dir)
+        return head
+
+    def baseline_commit(self) -> str:
+        return self._git("rev-parse", self.baseline_branch).strip()
+
+    def best_commit(self) -> str:
+        return self._git("rev-parse", self.best_branch).strip()
+
+    def _has_branch(self, name: str) -> bool:
+        try:
+            self._git("rev-parse", "--verify", "-q", f"refs/heads/{name}")
+            return True
+        except (git.GitCommandError, FileNotFoundError, NotADirectoryError):
+            return False
+
+    def clear_stale_locks(self) -> list[Path]:
+        """Remove git lock files a killed process left behind (call only while holding the campaign lock)."""
+        gitdir = self.repo_dir / ".git"
+        stale = [p for p in [gitdir / "index.lock", gitdir / "HEAD.lock", *gitdir.glob("worktrees/*/index.lock"),
+                             *gitdir.glob("refs/heads/**/*.lock")] if p.exists()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        self._git("worktree", "prune")
+        return stale
+
+    # -- worktrees (where the coder edits) -----------------------------------
+    def worktree(self, number: int, base_commit: str, reset: bool = True) -> Path:
+        """The experiment's worktree on its branch, made from `base_commit`; safe to call again after a crash.
+
+        With reset=False an existing branch keeps its commits (only uncommitted changes are dropped).
+        """
+        path = self.trees / f"exp-{number}"
+        branch = self.branch(number)
+        self.clear_stale_locks()
+        registered = str(path) in self._git("worktree", "list", "--porcelain")
+        if registered and path.exists():
+            target = base_commit if reset or not self._has_branch(branch) else branch
+            self._git("checkout", "-q", "-B", branch, target, cwd=path)
+            self._git("reset", "-q", "--hard", cwd=path)
+            self._git("clean", "-q", "-fd", cwd=path)
+            return path
+        if path.exists():
+            shutil.rmtree(path)
+            self._git("worktree", "prune")
+        if self._has_branch(branch) and not reset:
+            self._git("worktree", "add", "-q", "-f", str(path), branch)
+        else:
+            self._git("worktree", "add", "-q", "-f", "-B", branch, str(path), base_commit)
+        return path
+
+    def commit(self, tree: Path, message: str) -> str:
+        """Commit everything changed in a worktree; return the new commit (HEAD if nothing changed)."""
+        self._git("add", "-A", cwd=tree)
+        if self._git("status", "--porcelain", cwd=tree).strip():
+            self._git("commit", "-q", "-m", message, cwd=tree)
+        return self._git("rev-parse", "HEAD", cwd=tree).strip()
+
+    def remove_worktree(self, number: int) -> None:
+        """Drop a finished experiment's worktree (its branch and commits stay)."""
+        path = self.trees / f"exp-{number}"
+        if path.exists():
+            try:
+                self._git("worktree", "remove", "--force", str(path))
+            except git.GitCommandError:
+                shutil.rmtree(path, ignore_errors=True)
+        self._git("worktree", "prune")
+
+    # -- commits and diffs -------------------------------------------------
+    def diff(self, base: str, head: str) -> str:
+        return self._git("diff", "--no-color", "--no-ext-diff", base, head)
+
+    def changed_paths(self, base: str, head: str) -> list[str]:
+        out = self._git("diff", "--name-only", "--no-renames", base, head)
+        return [line for line in out.splitlines() if line]
+
+    def illegal_changes(self, base: str, head: str, playbook: Playbook) -> list[str]:
+        """Paths changed between two commits that are protected or not editable."""
+        return [p for p in self.changed_paths(base, head)
+                if matches_any(p, playbook.protected) or not matches_any(p, playbook.editable)]
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        try:
+            self._git("merge-base", "--is-ancestor", older, newer)
+            return True
+        except git.GitCommandError:
+            return False
+
+    def advance_best(self, commit: str, message: str) -> str:
+        """Fast-forward the best branch to a new commit with the kept tree, the evidence in its message.
+
+        Its parents are the previous best and the kept commit, so the branch only ever moves forward and
+        `git diff <previous best> best` is exactly what the keep changed relative to it.
+        """
+        best = self.best_commit()
+        tree = self._git("rev-parse", f"{commit}^{{tree}}").strip()
+        parents = ["-p", best] if best == commit else ["-p", best, "-p", commit]
+        new = self._git("commit-tree", tree, *parents, "-m", message).strip()
+        self._git("update-ref", f"refs/heads/{self.best_branch}", new, best)
+        return new
+
+    def file_at(self, commit: str, path: str) -> str:
+        return self._git("show", f"{commit}:{path}")
+
+    # -- run folders and the harness -----------------------------------------
+    def run_dir(self, number: int, seed: int, commit: str) -> Path:
+        """A fresh folder with exactly the committed files of `commit`, for one run of one seed."""
+        path = self.runs / f"exp-{number}" / f"seed-{seed}"
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        self._extract(commit, path)
+        return path
+
+    def _extract(self, commit: str, dest: Path, paths: list[str] | None = None) -> None:
+        args = ["git", "archive", "--format=tar", commit, *(["--", *paths] if paths else [])]
+        data = subprocess.run(args, cwd=self.repo_dir, capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(dest, filter="data")
+
+    def protected_files(self, commit: str, playbook: Playbook) -> list[str]:
+        files = self._git("ls-tree", "-r", "--name-only", commit).splitlines()
+        return [f for f in files if matches_any(f, playbook.protected)]
+
+    def prepare_harness(self, playbook: Playbook) -> Path:
+        """The pristine copy of the protected files at the baseline commit, with a manifest of their hashes."""
+        baseline = self.baseline_commit()
+        manifest = self.harness / ".hive-manifest.json"
+        if manifest.exists() and self.harness_intact():
+            return self.harness
+        files = self.protected_files(baseline, playbook)
+        self.harness.mkdir(parents=True, exist_ok=True)
+        if files:
+            self._extract(baseline, self.harness, files)
+        manifest.write_text(json.dumps({f: _sha256(self.harness / f) for f in files}, indent=1))
+        return self.harness
+
+    def harness_intact(self) -> bool:
+        """True when every pristine file still has the hash it was copied with (a run may try to overwrite it)."""
+        manifest = self.harness / ".hive-manifest.json"
+        if not manifest.exists():
+            return False
+        expected = json.loads(manifest.read_text())
+        return all((self.harness / f).is_file() and _sha256(self.harness / f) == h for f, h in expected.items())
+
+    def restore_harness(self, playbook: Playbook) -> Path:
+        """Rewrite the pristine copy from git, whatever happened to it."""
+        (self.harness / ".hive-manifest.json").unlink(missing_ok=True)
+        return self.prepare_harness(playbook)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

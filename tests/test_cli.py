@@ -1,0 +1,57 @@
+"""The command line end to end on the quickstart playbook: start, resume, views, and user mistakes."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import PLAYBOOKS
+
+QUICK = str(PLAYBOOKS / "quickstart.yaml")
+
+
+def test_help_lists_commands(hive):
+    out = hive("--help").stdout
+    for command in ("start", "status", "leaderboard", "show", "playbook"):
+        assert command in out
+
+
+def test_start_records_baseline_and_resumes_without_duplicates(hive, tmp_path):
+    first = hive("start", QUICK, "--headless", "--max-experiments", "1")
+    assert first.returncode == 0, first.stderr
+    assert "baseline val_loss" in first.stderr
+    board = json.loads(hive("leaderboard", "quickstart", "--json").stdout)
+    assert len(board) == 1 and board[0]["verdict"] == "baseline" and board[0]["metric_mean"] > 0
+    assert board[0]["n_seeds"] == 3
+
+    second = hive("start", QUICK, "--headless", "--max-experiments", "1")
+    assert second.returncode == 0, second.stderr
+    assert "resumed quickstart" in second.stderr
+    again = json.loads(hive("leaderboard", "quickstart", "--json").stdout)
+    assert again == board
+
+    status = json.loads(hive("status", "--json").stdout)
+    assert status["campaign"] == "quickstart" and status["experiments"] == 1
+    shown = json.loads(hive("show", "1", "--json", "--log").stdout)
+    assert shown["verdict"] == "baseline" and len(shown["runs"]) == 3
+    assert all("val_loss" in r["metrics"] and "---" in r["log"] for r in shown["runs"])
+    assert (tmp_path / "workspaces" / "quickstart" / "hive.db").is_file()
+
+
+def test_user_mistakes_are_one_line_exit_2(hive):
+    cases = [
+        (("status", "nope"), "no campaign 'nope'"),
+        (("leaderboard", "--json"), "name a campaign"),
+        (("start", "missing.yaml", "--headless"), "not found"),
+        (("start", QUICK, "--headless", "-c", "run.timeout=zero"), "run.timeout"),
+        (("start", QUICK, "--headless", "--campaign", "bad/name"), "--campaign"),
+    ]
+    for args, needle in cases:
+        result = hive(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_show_unknown_experiment_is_exit_2(hive):
+    assert hive("start", QUICK, "--headless", "--max-experiments", "1").returncode == 0
+    result = hive("show", "99")
+    assert result.returncode == 2 and "no experiment 99" in result.stderr

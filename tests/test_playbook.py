@@ -1,0 +1,127 @@
+"""Playbook schema: shipped playbooks validate; every mistake is one line naming the field, exit 2."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hive.errors import BadInput
+from hive.playbook import load_playbook, matches_any, top_level_assignments
+from tests.conftest import PLAYBOOKS
+
+GOOD = textwrap.dedent("""
+    name: demo
+    source: tpl
+    editable: ["train.py"]
+    protected: ["score.py"]
+    run: {command: python train.py, timeout: 10}
+    objective: {metric: loss, direction: minimize, constraints: ["bytes <= 100"]}
+    knobs:
+      - {name: LR, type: float, low: 0.001, high: 1, log: true, bind: {file: train.py, assign: LR}}
+      - {name: STEPS, type: int, low: 1, high: 9, bind: {flag: --steps}}
+      - {name: ACT, type: categorical, choices: [relu, gelu], bind: {env: ACT}}
+    profiles:
+      big: {run: {timeout: 99}}
+""")
+
+
+@pytest.fixture
+def book(tmp_path):
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "train.py").write_text("import os\nLR = 0.1  # rate\nSTEPS: int = 3\n")
+
+    def write(text: str = GOOD) -> Path:
+        path = tmp_path / "book.yaml"
+        path.write_text(text)
+        return path
+    return write
+
+
+@pytest.mark.parametrize("path", sorted(PLAYBOOKS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_playbook_validates(hive, path):
+    result = hive("playbook", "validate", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_good_playbook_loads_with_bindings(book):
+    pb = load_playbook(book())
+    assert [k.name for k in pb.knobs] == ["LR", "STEPS", "ACT"]
+    assert pb.run.seeds == [1, 2, 3, 4, 5]
+    assert pb.executor.kind == "local"
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda t: t.replace("timeout: 10", "timeout: soon"), "run.timeout"),
+    (lambda t: t.replace("source: tpl\n", ""), "source"),
+    (lambda t: t + "colour: blue\n", "colour"),
+    (lambda t: t.replace("file: train.py, assign: LR", "file: nope.py, assign: LR"), "knobs.0.bind.file"),
+    (lambda t: t.replace("assign: LR}", "assign: NOT_THERE}"), "knobs.0.bind.assign"),
+    (lambda t: t.replace("direction: minimize", "direction: down"), "objective.direction"),
+    (lambda t: t.replace('"bytes <= 100"', '"bytes about 100"'), "objective.constraints"),
+    (lambda t: t.replace("low: 1, high: 9", "low: 9, high: 1"), "knobs.1"),
+    (lambda t: t.replace("source: tpl", "source: missing_folder"), "source"),
+    (lambda t: t.replace("name: demo", "name: 'bad name!'"), "name"),
+])
+def test_mistakes_exit_2_with_one_line_naming_the_field(hive, book, mutate, field):
+    path = book(mutate(GOOD))
+    result = hive("playbook", "validate", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert field in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_overrides_keep_types_and_reach_lists(book):
+    pb = load_playbook(book(), ["run.timeout=42", "knobs.1.high=20", "run.seeds=[7, 8]", "budget.max_experiments=3"])
+    assert pb.run.timeout == 42 and pb.knobs[1].high == 20 and pb.run.seeds == [7, 8]
+    assert pb.budget.max_experiments == 3
+
+
+def test_bad_override_names_the_key(book):
+    with pytest.raises(BadInput, match="knobs.9"):
+        load_playbook(book(), ["knobs.9.low=1"])
+    with pytest.raises(BadInput, match="run.timeout"):
+        load_playbook(book(), ["run.timeout=-1"])
+    with pytest.raises(BadInput, match="key.path=value"):
+        load_playbook(book(), ["run.timeout"])
+
+
+def test_profiles_apply_and_unknown_ones_are_named(book):
+    assert load_playbook(book(), ["profile=big"]).run.timeout == 99
+    with pytest.raises(BadInput, match="unknown profile 'huge' \\(valid: big\\)"):
+        load_playbook(book(), ["profile=huge"])
+
+
+def test_not_yaml_and_not_a_mapping(book):
+    with pytest.raises(BadInput, match="not valid YAML"):
+        load_playbook(book("name: [unclosed\n"))
+    with pytest.raises(BadInput, match="YAML mapping"):
+        load_playbook(book("- a\n- b\n"))
+
+
+def test_missing_playbook_file_is_bad_input(hive, tmp_path):
+    result = hive("playbook", "validate", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "not found" in result.stderr
+
+
+def test_schema_is_json_schema(hive):
+    import json
+    schema = json.loads(hive("playbook", "schema").stdout)
+    assert schema["title"] == "Playbook" and "objective" in schema["properties"]
+
+
+def test_globs():
+    assert matches_any("data/a/b.bin", ["data/**"])
+    assert matches_any("data/x.bin", ["data"])
+    assert matches_any("src/m.py", ["**/*.py"]) and matches_any("m.py", ["**/*.py"])
+    assert not matches_any("train.py.bak", ["train.py"])
+    assert not matches_any("other/train.py", ["train.py"])
+
+
+def test_top_level_assignments_ignore_nested():
+    names = top_level_assignments("A = 1\nB: int = 2\ndef f():\n    C = 3\nif True:\n    D = 4\nE, F = 1, 2\n")
+    assert set(names) == {"A", "B"}

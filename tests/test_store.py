@@ -1,0 +1,75 @@
+"""The store on real SQLite, and on real PostgreSQL when a server is available."""
+
+from __future__ import annotations
+
+import threading
+
+from hive.store import Experiment, Run, Store, make_engine
+
+
+def test_campaign_experiments_runs_events(db_url):
+    store = Store(make_engine(db_url))
+    camp, created = store.ensure_campaign("c1", objective_metric="loss", direction="minimize")
+    assert created
+    again, created_again = store.ensure_campaign("c1")
+    assert again.id == camp.id and not created_again
+
+    base = store.new_experiment(camp.id, kind="baseline", hypothesis="base")
+    a = store.new_experiment(camp.id, hypothesis="a")
+    b = store.new_experiment(camp.id, hypothesis="b")
+    assert [base.number, a.number, b.number] == [1, 2, 3]
+    store.update(Experiment, base.id, status="done", verdict="baseline", metric_mean=2.0)
+    store.update(Experiment, a.id, status="done", verdict="keep", metric_mean=1.5)
+    store.update(Experiment, b.id, status="done", verdict="discard", metric_mean=1.0)
+    assert [e.number for e in store.leaderboard(camp.id, "minimize")] == [3, 2, 1]
+    assert [e.number for e in store.leaderboard(camp.id, "maximize")] == [1, 2, 3]
+    assert store.best(camp.id).number == 2
+
+    run = store.ensure_run(a.id, 7)
+    assert store.ensure_run(a.id, 7).id == run.id
+    store.update(Run, run.id, status="ok", metrics_json='{"loss": 1.5}', peak_rss_mb=12.5)
+    assert store.runs(a.id)[0].metrics == {"loss": 1.5}
+    assert store.runs_for([a.id, b.id]) == {a.id: [store.runs(a.id)[0]], b.id: []}
+
+    for i in range(5):
+        store.event(camp.id, "note", f"m{i}", a.number)
+    events = store.events(camp.id)
+    assert [e.message for e in events] == [f"m{i}" for i in range(5)]
+    assert [e.message for e in store.events(camp.id, after_id=events[2].id)] == ["m3", "m4"]
+
+    other, _ = store.ensure_campaign("c2")
+    assert store.new_experiment(other.id).number == 1
+    pr = store.new_pull_request(camp.id, experiment_number=2, title="t")
+    assert pr.number == 1 and store.pull_requests(camp.id)[0].title == "t"
+    store.engine.dispose()
+
+
+def test_concurrent_numbering_never_duplicates(db_url):
+    engine = make_engine(db_url)
+    store = Store(engine)
+    camp, _ = store.ensure_campaign("busy")
+    numbers: list[int] = []
+    lock = threading.Lock()
+
+    def worker():
+        own = Store(make_engine(db_url))  # a separate engine, like a second process
+        for _ in range(10):
+            exp = own.new_experiment(camp.id)
+            with lock:
+                numbers.append(exp.number)
+        own.engine.dispose()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(numbers) == list(range(1, 41))
+    engine.dispose()
+
+
+def test_sqlite_uses_wal(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000

@@ -1,0 +1,144 @@
+"""Worktrees on real git repos, including re-runs after a simulated crash."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hive.playbook import load_playbook
+from hive.workspace import Workspace
+from tests.conftest import PLAYBOOKS
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def quick():
+    return load_playbook(PLAYBOOKS / "quickstart.yaml")
+
+
+@pytest.fixture
+def ws(tmp_path, quick):
+    w = Workspace(tmp_path / "c", "c")
+    w.create(quick)
+    return w
+
+
+def test_create_from_template_is_idempotent(ws, quick):
+    base = ws.baseline_commit()
+    assert ws.create(quick) == base
+    assert ws.best_commit() == base
+    assert (ws.repo_dir / "train.py").is_file()
+    assert git("status", "--porcelain", cwd=ws.repo_dir) == ""
+
+
+def test_create_from_a_git_repo_at_a_ref(tmp_path, quick):
+    src = tmp_path / "src"
+    shutil.copytree(PLAYBOOKS / "quickstart", src)
+    git("init", "-q", "-b", "main", cwd=src)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=src)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one", cwd=src)
+    first = git("rev-parse", "HEAD", cwd=src).strip()
+    (src / "extra.txt").write_text("later\n")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=src)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two", cwd=src)
+    pb = quick.model_copy(update={"source": str(src), "ref": first})
+    w = Workspace(tmp_path / "g", "g")
+    w.create(pb)
+    assert not (w.repo_dir / "extra.txt").exists()
+    assert (w.repo_dir / "train.py").is_file()
+
+
+def test_half_made_repo_is_rebuilt(tmp_path, quick):
+    w = Workspace(tmp_path / "c", "c")
+    (w.root / "repo" / ".git").mkdir(parents=True)  # a crash after mkdir, before the baseline branch
+    (w.root / "repo.partial").mkdir()
+    w.create(quick)
+    assert w.exists() and not (w.root / "repo.partial").exists()
+
+
+def test_worktree_commit_diff_and_illegal_paths(ws, quick):
+    base = ws.baseline_commit()
+    tree = ws.worktree(2, base)
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=tree).strip() == "hive/c/exp-2"
+    (tree / "train.py").write_text((tree / "train.py").read_text().replace("STEPS = 40", "STEPS = 80"))
+    commit = ws.commit(tree, "exp-2: more steps")
+    assert ws.changed_paths(base, commit) == ["train.py"]
+    assert "+STEPS = 80" in ws.diff(base, commit)
+    assert ws.illegal_changes(base, commit, quick) == []
+    (tree / "score.py").write_text("print('---'); print('val_loss: 0')\n")
+    (tree / "notes.txt").write_text("hi\n")
+    bad = ws.commit(tree, "cheat")
+    assert sorted(ws.illegal_changes(commit, bad, quick)) == ["notes.txt", "score.py"]
+
+
+def test_worktree_again_after_a_crash(ws):
+    base = ws.baseline_commit()
+    tree = ws.worktree(3, base)
+    (tree / "train.py").write_text("# half-written edit\n")
+    (tree / "stray.tmp").write_text("x")
+    (ws.repo_dir / ".git" / "index.lock").write_text("")
+    lock = next((ws.repo_dir / ".git" / "worktrees").glob("*")) / "index.lock"
+    lock.write_text("")
+    again = ws.worktree(3, base)
+    assert again == tree
+    assert git("status", "--porcelain", cwd=tree) == ""
+    assert "LEARNING_RATE" in (tree / "train.py").read_text()
+    assert not lock.exists() and not (ws.repo_dir / ".git" / "index.lock").exists()
+    # the folder vanished but git still lists it
+    shutil.rmtree(tree)
+    assert ws.worktree(3, base).joinpath("train.py").is_file()
+    # registered folder gone from git's list but still on disk
+    git("worktree", "remove", "--force", str(tree), cwd=ws.repo_dir)
+    tree.mkdir()
+    (tree / "junk").write_text("x")
+    assert ws.worktree(3, base).joinpath("train.py").is_file()
+
+
+def test_worktree_keeps_committed_work_without_reset(ws):
+    base = ws.baseline_commit()
+    tree = ws.worktree(4, base)
+    (tree / "train.py").write_text((tree / "train.py").read_text() + "\n# kept\n")
+    commit = ws.commit(tree, "exp-4")
+    (tree / "train.py").write_text("uncommitted")
+    again = ws.worktree(4, base, reset=False)
+    assert git("rev-parse", "HEAD", cwd=again).strip() == commit
+    assert (again / "train.py").read_text().endswith("# kept\n")
+    ws.remove_worktree(4)
+    assert not tree.exists()
+    assert git("rev-parse", "hive/c/exp-4", cwd=ws.repo_dir).strip() == commit
+
+
+def test_best_branch_only_moves_forward_and_carries_evidence(ws):
+    base = ws.baseline_commit()
+    tree = ws.worktree(2, base)
+    (tree / "train.py").write_text((tree / "train.py").read_text().replace("STEPS = 40", "STEPS = 90"))
+    kept = ws.commit(tree, "exp-2")
+    best = ws.advance_best(kept, "hive: keep exp-2\n\nval_loss 1.0 -> 0.5 (p=0.01)")
+    assert ws.best_commit() == best
+    assert ws.is_ancestor(base, best)
+    assert ws.diff(base, best) == ws.diff(base, kept)
+    assert "p=0.01" in git("log", "-1", "--format=%B", "hive/c/best", cwd=ws.repo_dir)
+
+
+def test_run_dir_has_exactly_the_commit(ws):
+    base = ws.baseline_commit()
+    d = ws.run_dir(1, 1, base)
+    (d / "junk").write_text("x")
+    d = ws.run_dir(1, 1, base)
+    assert sorted(p.name for p in d.iterdir()) == ["README.md", "score.py", "train.py"]
+
+
+def test_harness_detects_and_repairs_tampering(ws, quick):
+    harness = ws.prepare_harness(quick)
+    assert (harness / "score.py").is_file() and not (harness / "train.py").exists()
+    assert ws.harness_intact()
+    (harness / "score.py").write_text("print('---'); print('val_loss: 0')\n")
+    assert not ws.harness_intact()
+    ws.restore_harness(quick)
+    assert ws.harness_intact() and "held-out" in (harness / "score.py").read_text()
