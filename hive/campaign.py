@@ -1,4 +1,4 @@
-"""A campaign: its folder, store, repo and lock, the baseline, and the loop that keeps every slot busy."""
+"""A campaign: its folder, store, repo and lock, its event feed, and its baseline experiment."""
 
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ from typing import Callable
 
 from hive.errors import BadInput, HiveError
 from hive.executors import make_executor
+from hive.executors.local import reap_orphans
 from hive.objective import metric_value
 from hive.playbook import Playbook
 from hive.runner import Runner, SeedOutcome, log_tail
 from hive.store import Campaign, Experiment, Run, Store, database_url, make_engine
 from hive.store.models import now
 from hive.workspace import Workspace
+
+IN_FLIGHT = ("proposed", "coding", "running", "judging")
 
 
 def home_dir(workspaces: str | Path | None = None) -> Path:
@@ -147,12 +150,15 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
         if fresh_repo and playbook.setup:
             _run_setup(playbook, workspace)
         workspace.prepare_harness(playbook)
+        orphans = reap_orphans(workspace.logs)
         campaign = store.update(Campaign, campaign.id, baseline_commit=baseline, status="running",
                                 playbook_json=playbook.model_dump_json(), started_at=campaign.started_at or now(),
                                 updated_at=now())
         feed = Feed(store, campaign.id, echo)
         runner = Runner(playbook, workspace, make_executor(playbook.executor))
         ctx = CampaignContext(playbook, home, name, store, campaign, workspace, runner, feed, lock, created=created)
+        if orphans:
+            feed("campaign", f"killed {orphans} run(s) left running by a previous Hive process")
         feed("campaign", f"{'created' if created else 'resumed'} {name} (objective: {playbook.objective.direction} "
                          f"{playbook.objective.metric}, {ctx.slots} slot(s), workspace {root})")
         return ctx
@@ -195,7 +201,11 @@ def run_baseline(ctx: CampaignContext) -> Experiment:
     pb, store, cid = ctx.playbook, ctx.store, ctx.campaign.id
     exp = store.experiment(cid, 1)
     if exp is None:
+        from hive.agents.search import baseline_values
+
+        knobs = baseline_values(pb, ctx.workspace.repo_dir) if pb.knobs else {}
         exp = store.new_experiment(cid, kind="baseline", hypothesis="baseline: the source as given",
+                                   proposal_json=json.dumps({"knobs": knobs, "strategist": "baseline"}),
                                    commit=ctx.campaign.baseline_commit, parent_commit=ctx.campaign.baseline_commit,
                                    branch=ctx.workspace.baseline_branch, status="running", started_at=now())
     if exp.status == "done":
@@ -209,8 +219,11 @@ def run_baseline(ctx: CampaignContext) -> Experiment:
         run = store.ensure_run(exp.id, seed)
         store.update(Run, run.id, status="running", started_at=now())
         outcome = ctx.runner.run_seed(exp.number, seed, exp.commit, cancel=ctx.stop)
+        if outcome.status == "cancelled":
+            store.update(Run, run.id, status="queued")
+            return
         record_seed(ctx, exp, seed, outcome, [])
-        ctx.feed("seed", f"seed {seed}: {outcome.status} {_describe(outcome, pb.objective.metric)}", exp.number)
+        ctx.feed("seed", f"seed {seed}: {outcome.status} {describe_outcome(outcome, pb.objective.metric)}", exp.number)
 
     with ThreadPoolExecutor(max_workers=min(ctx.slots, max(1, len(todo)))) as pool:
         list(pool.map(one, todo))
@@ -233,27 +246,13 @@ def run_baseline(ctx: CampaignContext) -> Experiment:
     return exp
 
 
-def _describe(outcome: SeedOutcome, metric: str) -> str:
+def describe_outcome(outcome: SeedOutcome, metric: str) -> str:
+    """A few words on how a seed went, for the feed."""
     if outcome.status == "ok":
         value = metric_value(outcome.metrics, metric)
         shown = f"{metric}={value:.6g}" if value is not None else f"{metric} missing"
         return f"{shown} in {outcome.result.wall_seconds:.1f}s"
-    return outcome.error
-
-
-def start(playbook: Playbook, home: Path, name: str | None = None, max_experiments: int | None = None,
-          echo: Callable[[str], None] | None = print) -> CampaignContext:
-    """Run a campaign to its budget (for now: the baseline); resumable at any point."""
-    ctx = open_campaign(playbook, home, name, echo)
-    try:
-        exp = run_baseline(ctx)
-        store = ctx.store
-        store.update(Campaign, ctx.campaign.id, status="stopped" if ctx.stop.is_set() else "finished", updated_at=now())
-        if exp.verdict == "crash":
-            raise HiveError(f"the baseline failed: {exp.verdict_reason} (see `hive show 1 --log`)")
-        return ctx
-    finally:
-        ctx.close()
+    return outcome.error.splitlines()[0] if outcome.error else outcome.status
 
 
 def echo_stderr(line: str) -> None:

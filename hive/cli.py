@@ -82,7 +82,9 @@ def start(playbook: Path = typer.Argument(..., help="playbook YAML, e.g. playboo
     home = campaign_mod.home_dir(workspaces)
     if campaign is not None and not _valid_name(campaign):
         raise BadInput(f"--campaign: {campaign!r} is not a valid name (letters, digits, . _ -)")
-    ctx = campaign_mod.start(pb, home, campaign, echo=campaign_mod.echo_stderr)
+    from hive.driver import start as start_campaign
+
+    ctx = start_campaign(pb, home, campaign, echo=campaign_mod.echo_stderr)
     print(views.status_text(*views.load(home, ctx.name)))
 
 

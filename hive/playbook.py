@@ -57,7 +57,7 @@ class Objective(Strict):
     direction: Literal["minimize", "maximize"] = "minimize"
     constraints: list[str] = Field(default_factory=list, description="e.g. 'artifact_bytes <= 16000000'")
     min_delta: float = Field(0.0, ge=0, description="a keep must beat the best by at least this much")
-    alpha: float = Field(0.05, gt=0, lt=1, description="one-sided Welch t-test level for a keep")
+    alpha: float = Field(0.01, gt=0, lt=1, description="one-sided Welch t-test level for a keep (Parameter Golf: 0.01)")
     confirm_seeds: int = Field(3, ge=1, description="seeds a candidate and the baseline are run with before a keep")
     metrics_regex: dict[str, str] = Field(
         default_factory=dict,
@@ -127,9 +127,14 @@ class Knob(Strict):
 
 
 class Models(Strict):
-    proposer: str | None = None
-    coder: str | None = None
-    critic: str | None = None
+    proposer: str | None = Field(None, description="litellm model for the proposer (else HIVE_MODEL); 'scripted:<name>' replays a script")
+    coder: str | None = Field(None, description="litellm model for the coder (else HIVE_MODEL)")
+    critic: str | None = Field(None, description="litellm model for the critic's review (else HIVE_MODEL)")
+    api_base: str | None = Field(None, description="base URL of an OpenAI-compatible server (e.g. a local vLLM)")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the API key")
+    prices: dict[str, dict[Literal["input_per_mtok", "output_per_mtok"], float]] = Field(
+        default_factory=dict, description="model -> dollars per million input/output tokens, for models litellm has no price for")
+    timeout: float = Field(300, gt=0, description="seconds one LLM call may take")
 
 
 class Budget(Strict):
@@ -182,6 +187,7 @@ class Playbook(Strict):
     score: ScoreSpec | None = None
     objective: Objective
     strategist: Literal["optuna", "llm", "random", "greedy"] = "optuna"
+    strategist_seed: int | None = Field(None, description="seed of the knob sampler, for reproducible proposals")
     knobs: list[Knob] = Field(default_factory=list)
     models: Models = Field(default_factory=Models)
     budget: Budget = Field(default_factory=Budget)

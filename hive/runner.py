@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from hive.agents.knob_coder import runtime_knobs
 from hive.executors.base import Executor, RunRequest, RunResult, scrubbed_environment
 from hive.objective import metric_value, read_metrics
 from hive.playbook import EnvBinding, FlagBinding, Playbook
@@ -61,15 +62,15 @@ class Runner:
         self.workspace = workspace
         self.executor = executor
 
-    def run_seed(self, number: int, seed: int, commit: str, knob_values: dict | None = None,
-                 devices: list[int] | None = None, cancel: threading.Event | None = None) -> SeedOutcome:
+    def run_seed(self, number: int, seed: int, commit: str, devices: list[int] | None = None,
+                 cancel: threading.Event | None = None) -> SeedOutcome:
         """Run the playbook's command for one seed on `commit`, then its scorer; never raises for a bad run."""
         pb = self.playbook
         run_dir = self.workspace.run_dir(number, seed, commit)
         log_path = self.workspace.logs / f"exp-{number}" / f"seed-{seed}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text("")
-        flags, knob_env = knob_arguments(pb, knob_values or {})
+        flags, knob_env = knob_arguments(pb, runtime_knobs(run_dir))
         env = {**pb.run.env, **knob_env, "HIVE_SEED": str(seed)}
         if pb.run.seed_env:
             env[pb.run.seed_env] = str(seed)

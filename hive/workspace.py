@@ -175,8 +175,10 @@ class Workspace:
 
     def illegal_changes(self, base: str, head: str, playbook: Playbook) -> list[str]:
         """Paths changed between two commits that are protected or not editable."""
-        return [p for p in self.changed_paths(base, head)
-                if matches_any(p, playbook.protected) or not matches_any(p, playbook.editable)]
+        from hive.agents.knob_coder import KNOBS_FILE
+
+        return [p for p in self.changed_paths(base, head) if p != KNOBS_FILE
+                and (matches_any(p, playbook.protected) or not matches_any(p, playbook.editable))]
 
     def is_ancestor(self, older: str, newer: str) -> bool:
         try:
@@ -197,6 +199,9 @@ class Workspace:
         new = self._git("commit-tree", tree, *parents, "-m", message).strip()
         self._git("update-ref", f"refs/heads/{self.best_branch}", new, best)
         return new
+
+    def commit_message(self, commit: str) -> str:
+        return self._git("log", "-1", "--format=%B", commit)
 
     def file_at(self, commit: str, path: str) -> str:
         return self._git("show", f"{commit}:{path}")

@@ -7,10 +7,12 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 from hive.executors.base import RunRequest, RunResult
 
 KILL_GRACE_SECONDS = 3.0
+RUN_MARK = "HIVE_RUN"  # set in every run's environment, so leftovers can be recognised as ours
 
 
 class LocalExecutor:
@@ -28,6 +30,8 @@ class LocalExecutor:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in request.devices)
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env.setdefault(var, str(request.threads))
+        env[RUN_MARK] = request.label or str(request.log_path)
+        pid_file = request.log_path.with_name(request.log_path.name + ".pid")
         started = time.monotonic()
         with open(request.log_path, "ab", buffering=0) as log:
             try:
@@ -35,10 +39,13 @@ class LocalExecutor:
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as exc:
                 return RunResult(exit_code=None, wall_seconds=0.0, error=f"could not start: {exc}")
+            # if Hive dies, the next start finds this file and kills what is left of the run
+            pid_file.write_text(str(proc.pid))
             status, rusage, timed_out, cancelled = self._wait(proc, started + request.timeout, cancel)
         wall = time.monotonic() - started
         # leftovers the command started in the background die with it
         _kill_group(proc.pid, signal.SIGKILL)
+        pid_file.unlink(missing_ok=True)
         exit_code = os.waitstatus_to_exitcode(status)
         error = ""
         if timed_out:
@@ -79,3 +86,19 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def reap_orphans(folder: Path) -> int:
+    """Kill the process groups of runs a killed Hive left behind (found by their pid files); return how many."""
+    killed = 0
+    for pid_file in folder.rglob("*.log.pid"):
+        try:
+            pgid = int(pid_file.read_text().strip())
+            environ = Path(f"/proc/{pgid}/environ").read_bytes()
+        except (ValueError, OSError):
+            environ = b""
+        if f"{RUN_MARK}=".encode() in environ:
+            _kill_group(pgid, signal.SIGKILL)
+            killed += 1
+        pid_file.unlink(missing_ok=True)
+    return killed

@@ -98,6 +98,16 @@ class Store:
                 q = q.limit(limit)
             return s.exec(q).all()
 
+    def delete_experiment(self, experiment_id: int) -> None:
+        """Remove an experiment that never ran (its number may be given out again)."""
+        with self.session() as s:
+            for run in s.exec(select(Run).where(Run.experiment_id == experiment_id)):
+                s.delete(run)
+            exp = s.get(Experiment, experiment_id)
+            if exp is not None:
+                s.delete(exp)
+            s.commit()
+
     def count_experiments(self, campaign_id: int, kind: str | None = None) -> int:
         with self.session() as s:
             q = select(func.count()).select_from(Experiment).where(Experiment.campaign_id == campaign_id)
@@ -160,12 +170,16 @@ class Store:
             q = select(Lesson).where(Lesson.campaign_id == campaign_id).order_by(col(Lesson.id).desc()).limit(limit)
             return list(reversed(s.exec(q).all()))
 
-    def llm_totals(self, campaign_id: int) -> dict[str, float]:
+    def llm_totals(self, campaign_id: int, experiment_number: int | None = None) -> dict[str, float]:
+        """Calls, tokens and dollars spent on LLMs by a campaign (or one of its experiments)."""
         with self.session() as s:
-            row = s.exec(select(func.count(), func.coalesce(func.sum(LlmCall.prompt_tokens), 0),
-                                func.coalesce(func.sum(LlmCall.completion_tokens), 0),
-                                func.coalesce(func.sum(LlmCall.dollars), 0.0))
-                         .where(LlmCall.campaign_id == campaign_id)).one()
+            q = (select(func.count(), func.coalesce(func.sum(LlmCall.prompt_tokens), 0),
+                        func.coalesce(func.sum(LlmCall.completion_tokens), 0),
+                        func.coalesce(func.sum(LlmCall.dollars), 0.0))
+                 .where(LlmCall.campaign_id == campaign_id))
+            if experiment_number is not None:
+                q = q.where(LlmCall.experiment_number == experiment_number)
+            row = s.exec(q).one()
         return {"calls": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "dollars": float(row[3])}
 
     def pull_requests(self, campaign_id: int, status: str | None = None) -> Sequence[PullRequest]:

@@ -1,0 +1,108 @@
+"""The roles' protocols and the data they exchange: Proposal, CampaignView, Verdict."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+VerdictName = Literal["baseline", "keep", "discard", "crash", "timeout", "invalid", "edit_failed", "rejected"]
+
+
+@dataclass
+class Proposal:
+    """What to try next: a hypothesis, and either knob values (Optuna) or a free-form plan (LLM)."""
+
+    hypothesis: str
+    rationale: str = ""
+    parent: int | None = None  # experiment number to start from; None means the current best
+    knobs: dict[str, Any] = field(default_factory=dict)
+    plan: str = ""
+    trial: int | None = None  # the Optuna trial this proposal came from
+    strategist: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Proposal":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class ExperimentBrief:
+    """One experiment as the proposer sees it."""
+
+    number: int
+    hypothesis: str
+    verdict: str | None
+    reason: str = ""
+    metric_mean: float | None = None
+    metric_std: float | None = None
+    n_seeds: int = 0
+    knobs: dict[str, Any] = field(default_factory=dict)
+    diff: str = ""
+    parent: int | None = None
+
+
+@dataclass
+class CampaignView:
+    """The campaign context a proposer reads: rules, leaderboard, recent experiments, in flight, lessons."""
+
+    name: str
+    metric: str
+    direction: str
+    constraints: list[str]
+    rules: str
+    knobs: list[dict[str, Any]]
+    editable: list[str]
+    protected: list[str]
+    baseline: ExperimentBrief | None
+    best: ExperimentBrief | None
+    leaderboard: list[ExperimentBrief]
+    recent: list[ExperimentBrief]
+    in_flight: list[ExperimentBrief]
+    lessons: list[str]
+    tried_knobs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """How a finished experiment went, as the proposer learns from it."""
+
+    number: int
+    verdict: str
+    metric_mean: float | None
+    constraint_excess: list[float] = field(default_factory=list)  # > 0 where a constraint was broken
+
+
+class Proposer(Protocol):
+    """Chooses the next experiment."""
+
+    name: str
+
+    def propose(self, view: CampaignView, number: int) -> Proposal: ...
+
+    def observe(self, proposal: Proposal, outcome: Outcome) -> None: ...
+
+
+class Coder(Protocol):
+    """Turns a proposal into file edits in a worktree (the graph commits and checks paths)."""
+
+    name: str
+
+    def code(self, proposal: Proposal, tree: Path, view: CampaignView, number: int) -> str: ...
+
+
+@dataclass
+class Verdict:
+    """The critic's decision on an experiment, with its evidence."""
+
+    verdict: VerdictName | Literal["more_seeds"]
+    reason: str
+    mean: float | None = None
+    std: float | None = None
+    p_value: float | None = None
+    seeds_wanted: int = 0
+    lesson: str = ""

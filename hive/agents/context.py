@@ -1,0 +1,41 @@
+"""The campaign context proposers read, built from the store."""
+
+from __future__ import annotations
+
+from hive.agents.base import CampaignView, ExperimentBrief
+from hive.playbook import Playbook
+from hive.store import Experiment, Store
+
+IN_FLIGHT = ("proposed", "coding", "running", "judging")
+DIFF_LIMIT = 3000
+
+
+def brief(exp: Experiment, with_diff: bool = False) -> ExperimentBrief:
+    proposal = exp.proposal
+    diff = exp.diff if with_diff else ""
+    if len(diff) > DIFF_LIMIT:
+        diff = diff[:DIFF_LIMIT] + "\n... (diff truncated)"
+    return ExperimentBrief(number=exp.number, hypothesis=exp.hypothesis, verdict=exp.verdict,
+                           reason=exp.verdict_reason, metric_mean=exp.metric_mean, metric_std=exp.metric_std,
+                           n_seeds=exp.n_seeds, knobs=proposal.get("knobs", {}), diff=diff,
+                           parent=exp.parent_number)
+
+
+def campaign_view(store: Store, campaign_id: int, playbook: Playbook, recent: int = 12) -> CampaignView:
+    """Rules, leaderboard, recent experiments with diffs, in-flight ones, lessons, and every knob set tried."""
+    obj = playbook.objective
+    exps = store.experiments(campaign_id)
+    baseline = next((e for e in exps if e.kind == "baseline" and e.verdict == "baseline"), None)
+    best = store.best(campaign_id)
+    finished = [e for e in exps if e.status == "done"]
+    return CampaignView(
+        name=playbook.name, metric=obj.metric, direction=obj.direction, constraints=list(obj.constraints),
+        rules=playbook.rules, knobs=[k.model_dump(mode="json") for k in playbook.knobs],
+        editable=list(playbook.editable), protected=list(playbook.protected),
+        baseline=brief(baseline) if baseline else None, best=brief(best) if best else None,
+        leaderboard=[brief(e) for e in store.leaderboard(campaign_id, obj.direction, 10)],
+        recent=[brief(e, with_diff=True) for e in finished[-recent:]],
+        in_flight=[brief(e) for e in exps if e.status in IN_FLIGHT and e.kind != "baseline"],
+        lessons=[lesson.text for lesson in store.lessons(campaign_id, 30)],
+        tried_knobs=[e.proposal.get("knobs") for e in exps if e.proposal.get("knobs")],
+    )

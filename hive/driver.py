@@ -1,0 +1,193 @@
+"""The driver: keeps every slot busy with experiments, resumes after a crash, stops on budget or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from hive.agents.critic import Critic
+from hive.agents.knob_coder import KnobCoder
+from hive.campaign import IN_FLIGHT, CampaignContext, open_campaign, run_baseline
+from hive.errors import BadInput, BudgetExhausted, HiveError
+from hive.graph import ExperimentFlow, Roles, Stopped
+from hive.playbook import Playbook
+from hive.store import Campaign, Experiment
+from hive.store.models import now
+
+
+def make_roles(ctx: CampaignContext) -> Roles:
+    """The proposer, coder, critic and reviewer the playbook asks for."""
+    pb = ctx.playbook
+    reviewer = None
+    if pb.strategist == "llm" or pb.models.critic:
+        from hive.llm import LLM
+
+        llm = LLM(ctx.store, ctx.campaign.id, pb)
+    if pb.strategist == "llm":
+        from hive.agents.llm_coder import LlmCoder
+        from hive.agents.llm_proposer import LlmProposer
+
+        if not llm.enabled("proposer") or not llm.enabled("coder"):
+            raise BadInput("strategist: 'llm' needs models.proposer and models.coder in the playbook, or HIVE_MODEL")
+        proposer, coder = LlmProposer(llm), LlmCoder(llm, pb.editable, pb.protected)
+    else:
+        from hive.agents.search import SearchProposer, baseline_values
+
+        proposer = SearchProposer(pb, f"sqlite:///{ctx.workspace.root / 'optuna.db'}", ctx.name, pb.strategist,
+                                  seed=pb.strategist_seed, baseline=baseline_values(pb, ctx.workspace.repo_dir))
+        coder = KnobCoder(pb)
+    if pb.models.critic:
+        from hive.agents.review import LlmReviewer
+
+        reviewer = LlmReviewer(llm)
+    return Roles(proposer=proposer, coder=coder, critic=Critic(pb.objective), reviewer=reviewer)
+
+
+def budget_reason(ctx: CampaignContext, started: float) -> str | None:
+    """Why no new experiment may start, or None while the budget lasts."""
+    budget = ctx.playbook.budget
+    cid = ctx.campaign.id
+    if budget.max_experiments is not None and ctx.store.count_experiments(cid) >= budget.max_experiments:
+        return f"max_experiments ({budget.max_experiments}) reached"
+    if budget.max_hours is not None and time.monotonic() - started >= budget.max_hours * 3600:
+        return f"max_hours ({budget.max_hours:g}) reached"
+    if budget.max_dollars is not None and ctx.store.llm_totals(cid)["dollars"] >= budget.max_dollars:
+        return f"max_dollars (${budget.max_dollars:g}) spent"
+    return None
+
+
+async def drive(ctx: CampaignContext, lookahead: int = 1) -> str:
+    """Keep every slot busy with experiments until the budget is spent or a stop is asked; return why it ended."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from hive.scheduler import make_scheduler
+
+    pb, store, cid = ctx.playbook, ctx.store, ctx.campaign.id
+    scheduler = make_scheduler(pb.scheduler, pb.run.resources)
+    roles = make_roles(ctx)
+    width = scheduler.capacity(pb.run.resources.gpus, pb.run.resources.cpu_threads) + lookahead
+    started = time.monotonic()
+    async with AsyncSqliteSaver.from_conn_string(str(ctx.workspace.root / "checkpoints.db")) as saver:
+        graph = ExperimentFlow(ctx, roles, scheduler).build(saver)
+        tasks: dict[asyncio.Task, int] = {}
+        live = [e for e in store.experiments(cid, statuses=IN_FLIGHT) if e.kind != "baseline"]
+        if hasattr(roles.proposer, "reconcile"):
+            trials = set()
+            for exp in live:
+                snapshot = await graph.aget_state(_thread(ctx, exp.number))
+                trial = (snapshot.values.get("proposal") or {}).get("trial")
+                if trial is not None:
+                    trials.add(trial)
+            roles.proposer.reconcile(trials)
+        for exp in live:
+            ctx.feed("resume", f"resuming from its last checkpoint ({exp.status})", exp.number)
+            tasks[asyncio.create_task(_experiment(ctx, graph, exp.number))] = exp.number
+        reason = "stopped"
+        internal_errors, budget_spent = 0, False
+        while True:
+            reason = "stopped" if ctx.stop.is_set() else budget_reason(ctx, started)
+            if reason:
+                break
+            if len(tasks) < width:
+                exp = store.new_experiment(cid, kind="candidate", status="proposed")
+                tasks[asyncio.create_task(_experiment(ctx, graph, exp.number))] = exp.number
+                continue
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                number = tasks.pop(task)
+                error = _task_error(ctx, task, number)
+                budget_spent = budget_spent or error == "budget"
+                internal_errors = internal_errors + 1 if error == "internal" else 0
+            if budget_spent:
+                reason = "budget spent"
+                break
+            if internal_errors >= 3:
+                reason = "three internal errors in a row (see the event feed)"
+                break
+        if tasks:
+            ctx.feed("campaign", f"waiting for {len(tasks)} experiment(s) in flight ({reason})")
+            await asyncio.wait(tasks)
+            for task, number in tasks.items():
+                _task_error(ctx, task, number)
+    return reason
+
+
+def _thread(ctx: CampaignContext, number: int) -> dict:
+    return {"configurable": {"thread_id": f"{ctx.name}/exp-{number}"}}
+
+
+async def _experiment(ctx: CampaignContext, graph, number: int) -> None:  # noqa: ANN001
+    """Run one experiment's graph thread, from its last checkpoint when it has one."""
+    config = _thread(ctx, number)
+    snapshot = await graph.aget_state(config)
+    if snapshot.values and not snapshot.next:
+        return  # finished before a crash hid it
+    await graph.ainvoke(None if snapshot.next else {"number": number}, config, durability="sync")
+
+
+def _task_error(ctx: CampaignContext, task: asyncio.Task, number: int) -> str | None:
+    """Record how an experiment task ended; 'budget', 'stopped', 'internal' or None when it finished."""
+    exc = task.exception()
+    if exc is None:
+        return None
+    if isinstance(exc, Stopped):
+        return "stopped"
+    if isinstance(exc, BudgetExhausted):
+        exp = ctx.store.experiment(ctx.campaign.id, number)
+        if exp is not None and exp.status == "proposed":
+            ctx.store.delete_experiment(exp.id)
+        ctx.feed("budget", str(exc))
+        return "budget"
+    text = "".join(traceback.format_exception(exc))
+    ctx.feed("error", f"internal error, experiment abandoned: {exc!r}\n{text}", number)
+    exp = ctx.store.experiment(ctx.campaign.id, number)
+    if exp is not None and exp.status != "done":
+        ctx.store.update(Experiment, exp.id, status="done", verdict="crash", verdict_reason=f"hive error: {exc!r}",
+                         finished_at=now())
+    return "internal"
+
+
+def start(playbook: Playbook, home: Path, name: str | None = None,
+          echo: Callable[[str], None] | None = print) -> CampaignContext:
+    """Run a campaign to its budget: the baseline first, then experiments in every free slot; resumable anywhere."""
+    ctx = open_campaign(playbook, home, name, echo)
+    previous = _install_stop_handlers(ctx)
+    try:
+        exp = run_baseline(ctx)
+        if exp.verdict == "crash":
+            raise HiveError(f"the baseline failed: {exp.verdict_reason} (see `hive show 1 --log`)")
+        reason = "stopped" if ctx.stop.is_set() else budget_reason(ctx, time.monotonic())
+        if reason is None:
+            reason = asyncio.run(drive(ctx))
+        stopped = ctx.stop.is_set()
+        ctx.store.update(Campaign, ctx.campaign.id, status="stopped" if stopped else "finished", updated_at=now())
+        ctx.feed("campaign", "stopped; `hive start` again resumes" if stopped else f"finished: {reason}")
+        return ctx
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        ctx.close()
+
+
+def _install_stop_handlers(ctx: CampaignContext) -> dict:
+    """First Ctrl-C (or SIGTERM) stops cleanly: runs are cancelled, records kept; a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, _frame):  # noqa: ANN001
+        if ctx.stop.is_set():
+            raise KeyboardInterrupt
+        ctx.stop.set()
+        ctx.feed("campaign", f"{signal.Signals(signum).name}: stopping (press Ctrl-C again to abort)")
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+

@@ -1,0 +1,233 @@
+"""One experiment as a LangGraph thread: propose -> code -> run -> critic (-> run more seeds) -> record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from hive.agents.base import Coder, Outcome, Proposal, Proposer, Verdict
+from hive.agents.context import campaign_view
+from hive.agents.critic import Critic, SeedResult, constraint_excess, lesson_for
+from hive.errors import BudgetExhausted, EditRejected, HiveError
+from hive.store import Experiment, Lesson, Run
+from hive.store.models import now
+
+
+class Stopped(HiveError):
+    """The campaign is stopping; the experiment resumes from its last checkpoint next time."""
+
+
+class ExperimentState(TypedDict, total=False):
+    number: int
+    proposal: dict[str, Any]
+    parent_number: int | None
+    parent_commit: str
+    commit: str
+    seeds: list[int]  # seeds this experiment has earned so far
+    verdict: dict[str, Any] | None
+
+
+@dataclass
+class Roles:
+    """The implementations a campaign runs with, passed in (see campaign.py)."""
+
+    proposer: Proposer
+    coder: Coder
+    critic: Critic
+    reviewer: Any = None  # LlmReviewer when a critic model is configured
+
+
+# -- routing (pure) ------------------------------------------------------------
+def after_code(state: ExperimentState) -> Literal["run", "record"]:
+    return "record" if state.get("verdict") else "run"
+
+
+def after_critic(state: ExperimentState) -> Literal["run", "record"]:
+    verdict = state.get("verdict") or {}
+    return "run" if verdict.get("verdict") == "more_seeds" else "record"
+
+
+class ExperimentFlow:
+    """The nodes of an experiment; each reads and writes the store so the TUI and CLI see progress live."""
+
+    def __init__(self, ctx, roles: Roles, scheduler):  # noqa: ANN001  (CampaignContext, Scheduler)
+        self.ctx = ctx
+        self.roles = roles
+        self.scheduler = scheduler
+        self.pb = ctx.playbook
+        self._propose_lock = asyncio.Lock()
+
+    def build(self, checkpointer) -> Any:  # noqa: ANN001
+        g = StateGraph(ExperimentState)
+        g.add_node("propose", self.propose)
+        g.add_node("code", self.code)
+        g.add_node("run", self.run)
+        g.add_node("critic", self.judge)
+        g.add_node("record", self.record)
+        g.add_edge(START, "propose")
+        g.add_edge("propose", "code")
+        g.add_conditional_edges("code", after_code)
+        g.add_edge("run", "critic")
+        g.add_conditional_edges("critic", after_critic)
+        g.add_edge("record", END)
+        return g.compile(checkpointer=checkpointer)
+
+    # -- helpers ---------------------------------------------------------------
+    def _exp(self, number: int) -> Experiment:
+        exp = self.ctx.store.experiment(self.ctx.campaign.id, number)
+        assert exp is not None, f"experiment {number} vanished from the store"
+        return exp
+
+    def _update(self, number: int, **fields: Any) -> Experiment:
+        return self.ctx.store.update(Experiment, self._exp(number).id, **fields)
+
+    # -- nodes -----------------------------------------------------------------
+    async def propose(self, state: ExperimentState) -> dict:
+        number = state["number"]
+        view = campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb)
+        async with self._propose_lock:  # proposals see each other as in flight
+            proposal: Proposal = await asyncio.to_thread(self.roles.proposer.propose, view, number)
+            best = self.ctx.store.best(self.ctx.campaign.id)
+            parent = self.ctx.store.experiment(self.ctx.campaign.id, proposal.parent) if proposal.parent else None
+            if parent is None or parent.verdict not in ("keep", "baseline"):
+                parent = best
+            self._update(number, hypothesis=proposal.hypothesis, rationale=proposal.rationale,
+                         proposal_json=json.dumps(proposal.to_dict(), default=str), parent_number=parent.number,
+                         status="coding")
+        self.ctx.feed("propose", proposal.hypothesis, number)
+        return {"proposal": proposal.to_dict(), "parent_number": parent.number,
+                "parent_commit": parent.commit, "seeds": self.pb.run.seeds[:1], "verdict": None}
+
+    async def code(self, state: ExperimentState) -> dict:
+        number, ws = state["number"], self.ctx.workspace
+        proposal = Proposal.from_dict(state["proposal"])
+        base = state["parent_commit"]
+        tree = ws.worktree(number, base, reset=True)
+        view = campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb)
+        try:
+            summary = await asyncio.to_thread(self.roles.coder.code, proposal, tree, view, number)
+        except EditRejected as exc:
+            ws.remove_worktree(number)
+            return {"verdict": _v(Verdict("edit_failed", str(exc)))}
+        commit = ws.commit(tree, f"exp-{number}: {proposal.hypothesis[:72]}\n\n{proposal.rationale}")
+        diff = ws.diff(base, commit)
+        illegal = ws.illegal_changes(base, commit, self.pb)
+        self._update(number, commit=commit, parent_commit=base, diff=diff, branch=ws.branch(number), status="running")
+        ws.remove_worktree(number)
+        if illegal:
+            return {"commit": commit, "verdict": _v(Verdict("rejected", f"changed files it may not: {', '.join(illegal)}"))}
+        if commit == base:
+            return {"commit": commit, "verdict": _v(Verdict("edit_failed", f"the change is empty ({summary})"))}
+        self.ctx.feed("code", f"{summary} -> {commit[:10]}", number)
+        return {"commit": commit}
+
+    async def run(self, state: ExperimentState) -> dict:
+        number = state["number"]
+        seeds = list(state["seeds"])
+        verdict = state.get("verdict") or {}
+        if verdict.get("verdict") == "more_seeds":
+            have = len(seeds)
+            seeds = self.pb.run.seeds[:have + verdict["seeds_wanted"]]
+        exp = self._update(number, status="running", started_at=self._exp(number).started_at or now())
+        done = {r.seed for r in self.ctx.store.runs(exp.id) if r.status in ("ok", "failed", "timeout", "tampered")}
+        todo = [s for s in seeds if s not in done]
+        await asyncio.gather(*(self._run_seed(exp, s, state["commit"]) for s in todo))
+        if self.ctx.stop.is_set():
+            raise Stopped(f"exp-{number} stopped while running")
+        return {"seeds": seeds, "verdict": None}
+
+    async def _run_seed(self, exp: Experiment, seed: int, commit: str) -> None:
+        from hive.campaign import describe_outcome, record_seed
+
+        res = self.pb.run.resources
+        async with self.scheduler.lease(f"exp-{exp.number}/seed-{seed}", gpus=res.gpus,
+                                        min_free_mb=res.min_free_memory_mb, cpu_threads=res.cpu_threads) as lease:
+            if self.ctx.stop.is_set():
+                return
+            run = self.ctx.store.ensure_run(exp.id, seed)
+            self.ctx.store.update(Run, run.id, status="running", started_at=now(),
+                                  devices=",".join(map(str, lease.devices)))
+            where = f" on gpu {','.join(map(str, lease.devices))}" if lease.devices else ""
+            self.ctx.feed("run", f"seed {seed} started{where}", exp.number)
+            outcome = await asyncio.to_thread(self.ctx.runner.run_seed, exp.number, seed, commit, lease.devices,
+                                              self.ctx.stop)
+        if outcome.status == "cancelled":
+            self.ctx.store.update(Run, run.id, status="queued")
+            return
+        record_seed(self.ctx, exp, seed, outcome, lease.devices)
+        self.ctx.feed("seed", f"seed {seed}: {outcome.status} {describe_outcome(outcome, self.pb.objective.metric)}",
+                      exp.number)
+
+    async def judge(self, state: ExperimentState) -> dict:
+        number = state["number"]
+        exp = self._update(number, status="judging")
+        runs = {r.seed: r for r in self.ctx.store.runs(exp.id)}
+        seeds = [SeedResult(s, runs[s].status, runs[s].metrics, runs[s].error) for s in state["seeds"] if s in runs]
+        best = self.ctx.store.best(self.ctx.campaign.id)
+        best_values = self._values(best)
+        verdict = self.roles.critic.judge(seeds, best_values, best.number if best else None)
+        if verdict.verdict == "keep" and self.roles.reviewer is not None:
+            ok, why = await asyncio.to_thread(self.roles.reviewer.review, exp.diff, self.pb.rules, number)
+            if not ok:
+                verdict = Verdict("rejected", f"review: {why}", verdict.mean, verdict.std, verdict.p_value)
+        return {"verdict": _v(verdict)}
+
+    def _values(self, exp: Experiment | None) -> list[float]:
+        from hive.campaign import seed_stats
+
+        if exp is None:
+            return []
+        values, _, _ = seed_stats(list(self.ctx.store.runs(exp.id)), self.pb.objective.metric)
+        return values
+
+    async def record(self, state: ExperimentState) -> dict:
+        """Store the verdict, the lesson and the costs; on keep, advance the best branch and open a pull request."""
+        number, store, cid = state["number"], self.ctx.store, self.ctx.campaign.id
+        exp = self._exp(number)
+        if exp.status == "done":
+            return {}
+        v = Verdict(**state["verdict"])
+        proposal = Proposal.from_dict(state["proposal"])
+        runs = list(store.runs(exp.id))
+        metric = self.pb.objective.metric
+        wall = sum(r.wall_seconds or 0 for r in runs)
+        res = self.pb.run.resources
+        if v.verdict == "keep":
+            await self._keep(exp, v)
+        lesson = lesson_for(exp.hypothesis, v, metric)
+        if not any(lesson_row.experiment_number == number for lesson_row in store.lessons(cid, 5)):
+            store.add(Lesson(campaign_id=cid, experiment_number=number, source="critic", text=lesson))
+        llm = store.llm_totals(cid, number)
+        excess = constraint_excess(self.pb.objective, runs[0].metrics) if runs else []
+        self._update(number, status="done", verdict=v.verdict, verdict_reason=v.reason, metric_mean=v.mean,
+                     metric_std=v.std, p_value=v.p_value, n_seeds=sum(r.status == "ok" for r in runs),
+                     cpu_seconds=wall * res.cpu_threads, gpu_seconds=wall * res.gpus, tokens=llm["prompt_tokens"] + llm["completion_tokens"],
+                     dollars=llm["dollars"],
+                     finished_at=now())
+        await asyncio.to_thread(self.roles.proposer.observe, proposal,
+                                Outcome(number, v.verdict, v.mean, excess))
+        self.ctx.feed("verdict", f"{v.verdict}: {v.reason}", number)
+        return {}
+
+    async def _keep(self, exp: Experiment, v: Verdict) -> None:
+        from hive.prs import open_pull_request
+
+        ws = self.ctx.workspace
+        best = ws.best_commit()
+        marker = f"hive: keep exp-{exp.number}"
+        if marker not in ws.commit_message(best):
+            message = (f"{marker}: {exp.hypothesis[:60]}\n\n{v.reason}\n\n"
+                       f"Hive-Experiment: {exp.number}\nHive-Commit: {exp.commit}\n")
+            ws.advance_best(exp.commit, message)
+        open_pull_request(self.ctx.store, self.ctx.campaign.id, exp, v, self.pb)
+
+
+def _v(verdict: Verdict) -> dict[str, Any]:
+    return dict(verdict.__dict__)
+
+
+__all__ = ["ExperimentFlow", "ExperimentState", "Roles", "Stopped", "after_code", "after_critic", "BudgetExhausted"]

@@ -1,0 +1,182 @@
+"""The non-LLM roles: critic statistics, AST knob rewrites, the Optuna proposer's memory."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import optuna
+import pytest
+
+from hive.agents.base import CampaignView, ExperimentBrief, Outcome, Proposal
+from hive.agents.critic import Critic, SeedResult, welch_p_value
+from hive.agents.knob_coder import KnobCoder, read_value, rewrite_assignment, runtime_knobs
+from hive.agents.search import SearchProposer
+from hive.errors import BudgetExhausted, EditRejected
+from hive.executors import LocalExecutor
+from hive.playbook import Objective, Playbook
+from hive.runner import Runner
+from hive.workspace import Workspace
+
+
+def ok(seed: int, value: float, **extra) -> SeedResult:
+    return SeedResult(seed, "ok", {"loss": value, **extra})
+
+
+@pytest.fixture
+def critic():
+    return Critic(Objective(metric="loss", direction="minimize", constraints=["bytes <= 100"], min_delta=0.01,
+                            alpha=0.05, confirm_seeds=3))
+
+
+def test_hard_checks_come_first(critic):
+    best = [1.0, 1.1, 0.9]
+    assert critic.judge([SeedResult(1, "timeout", {}, "killed after 5 s")], best, 1).verdict == "timeout"
+    assert critic.judge([SeedResult(1, "failed", {}, "exit code 1")], best, 1).verdict == "crash"
+    assert critic.judge([SeedResult(1, "tampered", {}, "changed harness")], best, 1).verdict == "rejected"
+    nan = critic.judge([ok(1, float("nan"), bytes=5)], best, 1)
+    assert nan.verdict == "invalid" and "finite" in nan.reason
+    assert critic.judge([SeedResult(1, "ok", {"bytes": 5})], best, 1).verdict == "invalid"
+    over = critic.judge([ok(1, 0.1, bytes=101)], best, 1)
+    assert over.verdict == "invalid" and "bytes" in over.reason
+
+
+def test_screening_then_confirmation(critic):
+    best = [1.0, 1.1, 0.9]
+    assert critic.judge([ok(1, 1.2, bytes=1)], best, 1).verdict == "discard"
+    more = critic.judge([ok(1, 0.5, bytes=1)], best, 1)
+    assert more.verdict == "more_seeds" and more.seeds_wanted == 2
+    keep = critic.judge([ok(1, 0.5, bytes=1), ok(2, 0.52, bytes=1), ok(3, 0.48, bytes=1)], best, 1)
+    assert keep.verdict == "keep" and keep.p_value < 0.05
+    lucky = critic.judge([ok(1, 0.5, bytes=1), ok(2, 1.3, bytes=1), ok(3, 1.2, bytes=1)], best, 1)
+    assert lucky.verdict == "discard"
+    tiny = critic.judge([ok(1, 0.995, bytes=1), ok(2, 0.996, bytes=1), ok(3, 0.994, bytes=1)], [1.0, 1.0, 1.0], 1)
+    assert tiny.verdict == "discard" and "min_delta" in tiny.reason
+
+
+def test_welch_direction_and_shift():
+    obj = Objective(metric="m", direction="maximize", min_delta=0.0)
+    assert welch_p_value(obj, [2.0, 2.1, 1.9], [1.0, 1.1, 0.9]) < 0.01
+    assert welch_p_value(obj, [1.0, 1.1, 0.9], [2.0, 2.1, 1.9]) > 0.99
+    shifted = Objective(metric="m", direction="maximize", min_delta=1.5)
+    assert welch_p_value(shifted, [2.0, 2.1, 1.9], [1.0, 1.1, 0.9]) > 0.5
+    assert welch_p_value(obj, [1.0], [1.0, 2.0]) is None
+
+
+SOURCE = '''import os
+
+# comment kept
+LR = 0.01  # learning rate
+DIM = int(os.environ.get("DIM", 256))  # width
+ACT = os.environ.get("ACT", "relu")  # activation
+WD = float(os.environ.get("WD", "0.1"))
+NEG = -3
+
+def f():
+    LR = 5
+'''
+
+
+def test_rewrite_keeps_everything_else_byte_for_byte():
+    out = rewrite_assignment(SOURCE, "LR", 0.1)
+    assert out == SOURCE.replace("LR = 0.01  #", "LR = 0.1  #")
+    out = rewrite_assignment(out, "DIM", 384)
+    assert 'DIM = int(os.environ.get("DIM", 384))  # width' in out
+    out = rewrite_assignment(out, "ACT", "gelu")
+    assert "ACT = os.environ.get(\"ACT\", 'gelu')" in out
+    out = rewrite_assignment(out, "WD", 0.05)
+    assert "WD = float(os.environ.get(\"WD\", '0.05'))" in out
+    out = rewrite_assignment(out, "NEG", -7)
+    assert "NEG = -7" in out and "    LR = 5" in out
+    assert read_value(out, "DIM") == 384 and read_value(out, "WD") == 0.05 and read_value(out, "LR") == 0.1
+    assert rewrite_assignment("X = 1\n", "X", 2.0) == "X = 2.0\n"
+    with pytest.raises(EditRejected):
+        rewrite_assignment(SOURCE, "MISSING", 1)
+
+
+def _playbook(tmp_path, knobs, command="python train.py") -> Playbook:
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / "train.py").write_text(
+        "import os, sys\nLR = 0.01  # rate\nprint('---')\nprint('lr:', LR)\nprint('argv:', ' '.join(sys.argv[1:]))\n"
+        "print('env:', os.environ.get('ACT', 'none'))\n")
+    return Playbook.model_validate({
+        "name": "k", "source": str(src), "editable": ["train.py"], "run": {"command": command},
+        "objective": {"metric": "lr"}, "knobs": knobs})
+
+
+def test_knob_coder_files_flags_and_env_reach_the_run(tmp_path):
+    pb = _playbook(tmp_path, [
+        {"name": "LR", "type": "float", "low": 0.001, "high": 1, "bind": {"file": "train.py", "assign": "LR"}},
+        {"name": "STEPS", "type": "int", "low": 1, "high": 9, "bind": {"flag": "--steps"}},
+        {"name": "ACT", "type": "categorical", "choices": ["relu", "gelu"], "bind": {"env": "ACT"}}])
+    ws = Workspace(tmp_path / "ws", "k")
+    base = ws.create(pb)
+    tree = ws.worktree(2, base)
+    summary = KnobCoder(pb).code(Proposal("h", knobs={"LR": 0.25, "STEPS": 7, "ACT": "gelu"}), tree)
+    assert "LR=0.25" in summary and "STEPS=7" in summary
+    commit = ws.commit(tree, "exp-2")
+    assert ws.illegal_changes(base, commit, pb) == []
+    assert runtime_knobs(tree) == {"ACT": "gelu", "STEPS": 7}
+    ws.prepare_harness(pb)
+    outcome = Runner(pb, ws, LocalExecutor()).run_seed(2, 1, commit)
+    assert outcome.status == "ok", outcome.error
+    assert outcome.metrics["lr"] == 0.25 and outcome.metrics["argv"] == "--steps 7" and outcome.metrics["env"] == "gelu"
+    with pytest.raises(EditRejected, match="unknown knob"):
+        KnobCoder(pb).code(Proposal("h", knobs={"NOPE": 1}), tree)
+
+
+def _view(best_knobs=None) -> CampaignView:
+    base = ExperimentBrief(number=1, hypothesis="baseline", verdict="baseline", metric_mean=1.0,
+                           knobs=best_knobs or {})
+    return CampaignView(name="s", metric="loss", direction="minimize", constraints=[], rules="", knobs=[],
+                        editable=[], protected=[], baseline=base, best=base, leaderboard=[], recent=[], in_flight=[],
+                        lessons=[])
+
+
+def _search_playbook(tmp_path, choices):
+    return _playbook(tmp_path, [{"name": "A", "type": "categorical", "choices": choices,
+                                 "bind": {"file": "train.py", "assign": "LR"}}])
+
+
+def test_search_never_repeats_and_says_when_the_space_is_exhausted(tmp_path):
+    pb = _search_playbook(tmp_path, [0.1, 0.2, 0.3])
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    proposer = SearchProposer(pb, storage, "s", seed=0, baseline={"A": 0.1})
+    seen = []
+    for number in range(2, 4):
+        proposal = proposer.propose(_view({"A": 0.1}), number)
+        seen.append(proposal.knobs["A"])
+        proposer.observe(proposal, Outcome(number, "discard", 1.0 + number))
+    assert sorted(seen) == [0.2, 0.3], "the baseline's value and earlier proposals are not proposed again"
+    with pytest.raises(BudgetExhausted, match="exhausted"):
+        proposer.propose(_view({"A": 0.1}), 4)
+
+
+def test_search_resumes_from_its_study_and_fails_orphan_trials(tmp_path):
+    pb = _search_playbook(tmp_path, [0.1, 0.2, 0.3, 0.4, 0.5])
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = SearchProposer(pb, storage, "s", seed=1, baseline={"A": 0.1})
+    done = first.propose(_view(), 2)
+    first.observe(done, Outcome(2, "crash", None))
+    orphan = first.propose(_view(), 3)  # asked, then the process "died"
+    second = SearchProposer(pb, storage, "s", seed=2, baseline={"A": 0.1})
+    assert second.reconcile(live_trials=set()) == 1
+    states = {t.number: t.state for t in second.study.trials}
+    assert states[done.trial] == optuna.trial.TrialState.FAIL and states[orphan.trial] == optuna.trial.TrialState.FAIL
+    again = second.propose(_view(), 4)
+    assert again.knobs["A"] not in (done.knobs["A"], orphan.knobs["A"])
+    second.observe(again, Outcome(4, "discard", 0.5))
+    second.observe(again, Outcome(4, "discard", 0.5))  # told twice after a crash: ignored
+    assert second.study.trials[again.trial].value == 0.5
+
+
+def test_greedy_moves_one_knob_from_the_best(tmp_path):
+    pb = _playbook(tmp_path, [
+        {"name": "LR", "type": "float", "low": 0.001, "high": 1, "log": True, "bind": {"file": "train.py", "assign": "LR"}},
+        {"name": "N", "type": "int", "low": 1, "high": 100, "bind": {"env": "N"}}])
+    proposer = SearchProposer(pb, f"sqlite:///{tmp_path / 'o.db'}", "g", strategy="greedy", seed=3,
+                              baseline={"LR": 0.01, "N": 50})
+    proposal = proposer.propose(_view({"LR": 0.01, "N": 50}), 2)
+    moved = [k for k in ("LR", "N") if proposal.knobs[k] != {"LR": 0.01, "N": 50}[k]]
+    assert len(moved) == 1, proposal.knobs
