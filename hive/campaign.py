@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
 import statistics
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 from hive.errors import BadInput, HiveError
 from hive.executors import make_executor
@@ -119,14 +119,6 @@ class CampaignContext:
     stop: threading.Event = field(default_factory=threading.Event)
     created: bool = False
 
-    @property
-    def slots(self) -> int:
-        """How many runs go at once (the scheduler refines this with real GPU leases)."""
-        sched = self.playbook.scheduler
-        if sched.slots:
-            return sched.slots
-        return max(1, (os.cpu_count() or 1) // self.playbook.run.resources.cpu_threads)
-
     def close(self) -> None:
         self.lock.release()
         self.store.engine.dispose()
@@ -160,7 +152,7 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
         if orphans:
             feed("campaign", f"killed {orphans} run(s) left running by a previous Hive process")
         feed("campaign", f"{'created' if created else 'resumed'} {name} (objective: {playbook.objective.direction} "
-                         f"{playbook.objective.metric}, {ctx.slots} slot(s), workspace {root})")
+                         f"{playbook.objective.metric}, workspace {root})")
         return ctx
     except BaseException:
         lock.release()
@@ -196,8 +188,11 @@ def seed_stats(runs: list[Run], metric: str) -> tuple[list[float], float | None,
     return values, mean, std
 
 
-def run_baseline(ctx: CampaignContext) -> Experiment:
-    """Experiment 1: the unchanged source, run with `confirm_seeds` seeds so later keeps have a reference."""
+async def run_baseline(ctx: CampaignContext, run_seed: Callable[[Experiment, int, str], Awaitable[None]]) -> Experiment:
+    """Experiment 1: the unchanged source, run with `confirm_seeds` seeds so later keeps have a reference.
+
+    `run_seed` leases a slot, runs one seed and records it (ExperimentFlow.run_seed).
+    """
     pb, store, cid = ctx.playbook, ctx.store, ctx.campaign.id
     exp = store.experiment(cid, 1)
     if exp is None:
@@ -215,18 +210,7 @@ def run_baseline(ctx: CampaignContext) -> Experiment:
     todo = [s for s in seeds if s not in done]
     ctx.feed("run", f"baseline: {len(todo)} seed(s) to run ({', '.join(map(str, todo))})", exp.number)
 
-    def one(seed: int) -> None:
-        run = store.ensure_run(exp.id, seed)
-        store.update(Run, run.id, status="running", started_at=now())
-        outcome = ctx.runner.run_seed(exp.number, seed, exp.commit, cancel=ctx.stop)
-        if outcome.status == "cancelled":
-            store.update(Run, run.id, status="queued")
-            return
-        record_seed(ctx, exp, seed, outcome, [])
-        ctx.feed("seed", f"seed {seed}: {outcome.status} {describe_outcome(outcome, pb.objective.metric)}", exp.number)
-
-    with ThreadPoolExecutor(max_workers=min(ctx.slots, max(1, len(todo)))) as pool:
-        list(pool.map(one, todo))
+    await asyncio.gather(*(run_seed(exp, seed, exp.commit) for seed in todo))
     runs = list(store.runs(exp.id))
     values, mean, std = seed_stats(runs, pb.objective.metric)
     if ctx.stop.is_set():

@@ -72,8 +72,15 @@ async def drive(ctx: CampaignContext, lookahead: int = 1) -> str:
     roles = make_roles(ctx)
     width = scheduler.capacity(pb.run.resources.gpus, pb.run.resources.cpu_threads) + lookahead
     started = time.monotonic()
+    flow = ExperimentFlow(ctx, roles, scheduler)
+    ctx.feed("campaign", f"{width - lookahead} slot(s) on {scheduler.inventory.kind}; strategist {pb.strategist}")
+    baseline = await run_baseline(ctx, flow.run_seed)
+    if ctx.stop.is_set():
+        return "stopped"
+    if baseline.verdict == "crash":
+        raise HiveError(f"the baseline failed: {baseline.verdict_reason} (see `hive show 1 --log`)")
     async with AsyncSqliteSaver.from_conn_string(str(ctx.workspace.root / "checkpoints.db")) as saver:
-        graph = ExperimentFlow(ctx, roles, scheduler).build(saver)
+        graph = flow.build(saver)
         tasks: dict[asyncio.Task, int] = {}
         live = [e for e in store.experiments(cid, statuses=IN_FLIGHT) if e.kind != "baseline"]
         if hasattr(roles.proposer, "reconcile"):
@@ -158,12 +165,7 @@ def start(playbook: Playbook, home: Path, name: str | None = None,
     ctx = open_campaign(playbook, home, name, echo)
     previous = _install_stop_handlers(ctx)
     try:
-        exp = run_baseline(ctx)
-        if exp.verdict == "crash":
-            raise HiveError(f"the baseline failed: {exp.verdict_reason} (see `hive show 1 --log`)")
-        reason = "stopped" if ctx.stop.is_set() else budget_reason(ctx, time.monotonic())
-        if reason is None:
-            reason = asyncio.run(drive(ctx))
+        reason = asyncio.run(drive(ctx))
         stopped = ctx.stop.is_set()
         ctx.store.update(Campaign, ctx.campaign.id, status="stopped" if stopped else "finished", updated_at=now())
         ctx.feed("campaign", "stopped; `hive start` again resumes" if stopped else f"finished: {reason}")

@@ -135,12 +135,13 @@ class ExperimentFlow:
         exp = self._update(number, status="running", started_at=self._exp(number).started_at or now())
         done = {r.seed for r in self.ctx.store.runs(exp.id) if r.status in ("ok", "failed", "timeout", "tampered")}
         todo = [s for s in seeds if s not in done]
-        await asyncio.gather(*(self._run_seed(exp, s, state["commit"]) for s in todo))
+        await asyncio.gather(*(self.run_seed(exp, s, state["commit"]) for s in todo))
         if self.ctx.stop.is_set():
             raise Stopped(f"exp-{number} stopped while running")
         return {"seeds": seeds, "verdict": None}
 
-    async def _run_seed(self, exp: Experiment, seed: int, commit: str) -> None:
+    async def run_seed(self, exp: Experiment, seed: int, commit: str) -> None:
+        """Lease a slot, run one seed of an experiment and record it (a cancelled run is left to re-run)."""
         from hive.campaign import describe_outcome, record_seed
 
         res = self.pb.run.resources
