@@ -137,3 +137,30 @@ def test_aa_control_keeps_at_most_one_and_reports_its_optimism(hive, tmp_path):
           f"keep-if-lower false keeps {greedy_keeps}, reported best {running:+.3f} sd")
     assert keeps <= 1
     assert abs(best) < abs(running) or keeps == 0
+
+
+def test_llm_campaign_against_the_scripted_server_records_tokens_and_dollars(hive, tmp_path):
+    # the real litellm client talks to the scripted OpenAI-compatible server Hive starts on 127.0.0.1
+    result = hive("start", QUICK, "--headless", "--max-experiments", "6", "-c", "strategist=llm",
+                  env={"HIVE_MODEL": "scripted:quickstart"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    db = tmp_path / "workspaces" / "quickstart" / "hive.db"
+    calls = rows(db, "select role, model, prompt_tokens, completion_tokens, dollars, ok from llmcall")
+    assert {c[0] for c in calls} >= {"proposer", "coder"}
+    assert all(c[2] > 0 and c[3] > 0 and c[4] > 0 for c in calls if c[5])
+    status = json.loads(hive("status", "--json").stdout)
+    assert status["experiments"] == 6 and status["llm"]["dollars"] > 0
+    per_exp = rows(db, "select number, tokens, dollars from experiment where number > 1 and status = 'done'")
+    assert per_exp and all(tokens > 0 and dollars > 0 for _, tokens, dollars in per_exp)
+    assert {s for (s,) in rows(db, "select status from experiment")} == {"done"}
+
+
+def test_task_gen_records_a_yield_with_rejection_reasons(hive):
+    result = hive("start", str(PLAYBOOKS / "task_gen.yaml"), "--headless", "--max-experiments", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = json.loads(hive("show", "1", "--json").stdout)
+    metrics = shown["runs"][0]["metrics"]
+    assert metrics["yield"] > 0 and shown["verdict"] == "baseline"
+    reasons = {k: v for k, v in metrics.items() if k.startswith("rejected_") and k != "rejected_total"}
+    assert len(reasons) >= 4 and sum(reasons.values()) == metrics["rejected_total"]
+    assert metrics["yield"] + metrics["rejected_total"] == metrics["lines_total"]
