@@ -53,7 +53,7 @@ class Workspace:
         env = {**os.environ, **GIT_ENV}
         proc = subprocess.run(["git", *args], cwd=cwd or self.repo_dir, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise git.GitCommandError(["git", *args], proc.returncode, proc.stderr)
+            raise git.GitCommandError(["git", *args], proc.returncode, proc.stderr, proc.stdout)
         return proc.stdout
 
     # -- the campaign repo ---------------------------------------------------
@@ -131,6 +131,12 @@ class Workspace:
         """
         path = self.trees / f"exp-{number}"
         branch = self.branch(number)
+        if not path.exists() and (reset or not self._has_branch(branch)):
+            try:  # the common case: one git call
+                self._git("worktree", "add", "-q", "-f", "-B", branch, str(path), base_commit)
+                return path
+            except git.GitCommandError:
+                pass  # a stale registration or lock from a crash: take the careful path below
         self.clear_stale_locks()
         registered = str(path) in self._git("worktree", "list", "--porcelain")
         if registered and path.exists():
@@ -151,19 +157,21 @@ class Workspace:
     def commit(self, tree: Path, message: str) -> str:
         """Commit everything changed in a worktree; return the new commit (HEAD if nothing changed)."""
         self._git("add", "-A", cwd=tree)
-        if self._git("status", "--porcelain", cwd=tree).strip():
+        try:
             self._git("commit", "-q", "-m", message, cwd=tree)
+        except git.GitCommandError as exc:
+            if "nothing to commit" not in (exc.stdout or "") + (exc.stderr or ""):
+                raise
         return self._git("rev-parse", "HEAD", cwd=tree).strip()
 
     def remove_worktree(self, number: int) -> None:
         """Drop a finished experiment's worktree (its branch and commits stay)."""
         path = self.trees / f"exp-{number}"
-        if path.exists():
-            try:
-                self._git("worktree", "remove", "--force", str(path))
-            except git.GitCommandError:
-                shutil.rmtree(path, ignore_errors=True)
-        self._git("worktree", "prune")
+        try:
+            self._git("worktree", "remove", "--force", str(path))
+        except git.GitCommandError:
+            shutil.rmtree(path, ignore_errors=True)
+            self._git("worktree", "prune")
 
     # -- commits and diffs -------------------------------------------------
     def diff(self, base: str, head: str) -> str:

@@ -141,7 +141,7 @@ def _search_playbook(tmp_path, choices):
 
 def test_search_never_repeats_and_says_when_the_space_is_exhausted(tmp_path):
     pb = _search_playbook(tmp_path, [0.1, 0.2, 0.3])
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = tmp_path / "optuna.journal"
     proposer = SearchProposer(pb, storage, "s", seed=0, baseline={"A": 0.1})
     seen = []
     for number in range(2, 4):
@@ -155,7 +155,7 @@ def test_search_never_repeats_and_says_when_the_space_is_exhausted(tmp_path):
 
 def test_search_resumes_from_its_study_and_fails_orphan_trials(tmp_path):
     pb = _search_playbook(tmp_path, [0.1, 0.2, 0.3, 0.4, 0.5])
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = tmp_path / "optuna.journal"
     first = SearchProposer(pb, storage, "s", seed=1, baseline={"A": 0.1})
     done = first.propose(_view(), 2)
     first.observe(done, Outcome(2, "crash", None))
@@ -175,7 +175,7 @@ def test_greedy_moves_one_knob_from_the_best(tmp_path):
     pb = _playbook(tmp_path, [
         {"name": "LR", "type": "float", "low": 0.001, "high": 1, "log": True, "bind": {"file": "train.py", "assign": "LR"}},
         {"name": "N", "type": "int", "low": 1, "high": 100, "bind": {"env": "N"}}])
-    proposer = SearchProposer(pb, f"sqlite:///{tmp_path / 'o.db'}", "g", strategy="greedy", seed=3,
+    proposer = SearchProposer(pb, tmp_path / "o.journal", "g", strategy="greedy", seed=3,
                               baseline={"LR": 0.01, "N": 50})
     proposal = proposer.propose(_view({"LR": 0.01, "N": 50}), 2)
     moved = [k for k in ("LR", "N") if proposal.knobs[k] != {"LR": 0.01, "N": 50}[k]]

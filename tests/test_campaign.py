@@ -16,6 +16,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from hive.agents.search import study_storage
+
 from tests.conftest import PLAYBOOKS
 
 QUICK = str(PLAYBOOKS / "quickstart.yaml")
@@ -111,7 +113,7 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     else:
         assert git(repo, "rev-parse", "hive/quickstart/best") == git(repo, "rev-parse", "hive/quickstart/baseline")
     assert not list(root.glob("repo/.git/**/*.lock"))
-    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{root / 'optuna.db'}")
+    study = optuna.load_study(study_name="quickstart", storage=study_storage(root / "optuna.journal"))
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states, states
 

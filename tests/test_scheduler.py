@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from hive.errors import BadInput
-from hive.playbook import Resources, Scheduler as SchedulerConfig
+from hive.playbook import Resources
+from hive.playbook import Scheduler as SchedulerConfig
 from hive.scheduler import (
     CpuInventory,
     InventoryUnavailable,

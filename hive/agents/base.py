@@ -64,7 +64,6 @@ class CampaignView:
     recent: list[ExperimentBrief]
     in_flight: list[ExperimentBrief]
     lessons: list[str]
-    tried_knobs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

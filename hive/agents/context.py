@@ -22,20 +22,21 @@ def brief(exp: Experiment, with_diff: bool = False) -> ExperimentBrief:
 
 
 def campaign_view(store: Store, campaign_id: int, playbook: Playbook, recent: int = 12) -> CampaignView:
-    """Rules, leaderboard, recent experiments with diffs, in-flight ones, lessons, and every knob set tried."""
+    """Rules, leaderboard, recent experiments with diffs, in-flight ones and lessons."""
     obj = playbook.objective
-    exps = store.experiments(campaign_id)
-    baseline = next((e for e in exps if e.kind == "baseline" and e.verdict == "baseline"), None)
+    # only what the prompt shows is read, so this stays fast with 100,000 experiments in the store
+    first = store.experiment(campaign_id, 1)
+    baseline = first if first is not None and first.verdict == "baseline" else None
     best = store.best(campaign_id)
-    finished = [e for e in exps if e.status == "done"]
+    finished = list(reversed(store.experiments(campaign_id, statuses=["done"], limit=recent, newest_first=True)))
+    in_flight = store.experiments(campaign_id, statuses=IN_FLIGHT)
     return CampaignView(
         name=playbook.name, metric=obj.metric, direction=obj.direction, constraints=list(obj.constraints),
         rules=playbook.rules, knobs=[k.model_dump(mode="json") for k in playbook.knobs],
         editable=list(playbook.editable), protected=list(playbook.protected),
         baseline=brief(baseline) if baseline else None, best=brief(best) if best else None,
         leaderboard=[brief(e) for e in store.leaderboard(campaign_id, obj.direction, 10)],
-        recent=[brief(e, with_diff=True) for e in finished[-recent:]],
-        in_flight=[brief(e) for e in exps if e.status in IN_FLIGHT and e.kind != "baseline"],
+        recent=[brief(e, with_diff=True) for e in finished],
+        in_flight=[brief(e) for e in in_flight if e.kind != "baseline"],
         lessons=[lesson.text for lesson in store.lessons(campaign_id, 30)],
-        tried_knobs=[e.proposal.get("knobs") for e in exps if e.proposal.get("knobs")],
     )

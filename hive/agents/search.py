@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from hive.agents.base import CampaignView, Outcome, Proposal
@@ -53,18 +59,29 @@ def _contains(dist, value: Any) -> bool:  # noqa: ANN001
         return False
 
 
+def study_storage(journal: Path) -> JournalStorage:
+    """An Optuna journal file beside the campaign (fast appends; a torn last line from a kill is cut off)."""
+    journal = Path(journal)
+    if journal.exists() and journal.stat().st_size:
+        with open(journal, "rb+") as fh:
+            data = fh.read()
+            if not data.endswith(b"\n"):
+                fh.truncate(data.rfind(b"\n") + 1)
+    return JournalStorage(JournalFileBackend(str(journal)))
+
+
 def _key(params: dict[str, Any]) -> tuple:
     return tuple(sorted((k, round(v, 12) if isinstance(v, float) else v) for k, v in params.items()))
 
 
 class SearchProposer:
-    """Asks an Optuna study for knob values; the study lives in SQLite beside the campaign, so it resumes.
+    """Asks an Optuna study for knob values; the study lives in a journal file beside the campaign, so it resumes.
 
     strategy: "optuna" (TPE, constant liar for parallel trials, constraint-aware), "random", or "greedy"
     (perturb one knob of the best configuration, autoresearch's one-change-at-a-time climb).
     """
 
-    def __init__(self, playbook: Playbook, storage: str, study_name: str, strategy: str = "optuna",
+    def __init__(self, playbook: Playbook, journal: Path, study_name: str, strategy: str = "optuna",
                  seed: int | None = None, baseline: dict[str, Any] | None = None):
         if not playbook.knobs:
             raise BudgetExhausted(f"strategist {strategy!r} needs 'knobs' in the playbook")
@@ -80,7 +97,7 @@ class SearchProposer:
         else:
             sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=5)
         direction = "minimize" if playbook.objective.direction == "minimize" else "maximize"
-        self.study = optuna.create_study(study_name=study_name, storage=storage, direction=direction,
+        self.study = optuna.create_study(study_name=study_name, storage=study_storage(journal), direction=direction,
                                          sampler=sampler, load_if_exists=True)
 
     # -- the protocol -------------------------------------------------------

@@ -37,7 +37,7 @@ class GpuInventory(Protocol):
 
 
 class NvmlInventory:
-    """Real GPUs through nvidia-ml-py; our own runs show up as used memory too, so the scheduler trusts its leases first.
+    """Real GPUs through nvidia-ml-py; our own runs show up as used memory too, so the scheduler trusts its leases.
 
     Indices are NVML's (PCI bus order): set CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA_VISIBLE_DEVICES means the same GPUs.
     """

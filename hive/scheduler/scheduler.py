@@ -134,7 +134,7 @@ class Scheduler:
         return usable // gpus
 
     def snapshot(self) -> dict:
-        """Devices with free memory, utilisation and holder, CPU slots in use, leases and the waiting queue (JSON-ready)."""
+        """Devices (free memory, utilisation, holder), CPU slots in use, leases and the waiting queue, JSON-ready."""
         holders = {index: self._leases[lease_id] for index, lease_id in self._held.items()}
         devices = []
         for device in self._read():
@@ -190,7 +190,8 @@ class Scheduler:
                       started_at=time.time())
         self._leases[lease.id] = lease
         for index in devices:
-            assert index not in self._held, f"device {index} is already leased"  # the invariant, checked where it is made
+            # the invariant, checked where it is made
+            assert index not in self._held, f"device {index} is already leased"
             self._held[index] = lease.id
         if not devices:
             self._cpu_charged[lease.id] = self._cpu_cost(request.cpu_threads)
