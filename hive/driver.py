@@ -38,7 +38,7 @@ def make_roles(ctx: CampaignContext) -> Roles:
     else:
         from hive.agents.search import SearchProposer, baseline_values
 
-        proposer = SearchProposer(pb, f"sqlite:///{ctx.workspace.root / 'optuna.db'}", ctx.name, pb.strategist,
+        proposer = SearchProposer(pb, ctx.workspace.root / "optuna.journal", ctx.name, pb.strategist,
                                   seed=pb.strategist_seed, baseline=baseline_values(pb, ctx.workspace.repo_dir))
         coder = KnobCoder(pb)
     if pb.models.critic:
@@ -61,7 +61,7 @@ def budget_reason(ctx: CampaignContext, started: float) -> str | None:
     return None
 
 
-async def drive(ctx: CampaignContext, lookahead: int = 1) -> str:
+async def drive(ctx: CampaignContext) -> str:
     """Keep every slot busy with experiments until the budget is spent or a stop is asked; return why it ended."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -70,6 +70,7 @@ async def drive(ctx: CampaignContext, lookahead: int = 1) -> str:
     pb, store, cid = ctx.playbook, ctx.store, ctx.campaign.id
     scheduler = make_scheduler(pb.scheduler, pb.run.resources)
     roles = make_roles(ctx)
+    lookahead = pb.scheduler.lookahead
     width = scheduler.capacity(pb.run.resources.gpus, pb.run.resources.cpu_threads) + lookahead
     started = time.monotonic()
     flow = ExperimentFlow(ctx, roles, scheduler)
@@ -160,9 +161,14 @@ def _task_error(ctx: CampaignContext, task: asyncio.Task, number: int) -> str | 
 
 
 def start(playbook: Playbook, home: Path, name: str | None = None,
-          echo: Callable[[str], None] | None = print) -> CampaignContext:
-    """Run a campaign to its budget: the baseline first, then experiments in every free slot; resumable anywhere."""
+          echo: Callable[[str], None] | None = print, stop: threading.Event | None = None) -> CampaignContext:
+    """Run a campaign to its budget: the baseline first, then experiments in every free slot; resumable anywhere.
+
+    `stop` lets a caller in another thread (the TUI) ask for the same clean stop as Ctrl-C.
+    """
     ctx = open_campaign(playbook, home, name, echo)
+    if stop is not None:
+        ctx.stop = stop
     previous = _install_stop_handlers(ctx)
     try:
         reason = asyncio.run(drive(ctx))

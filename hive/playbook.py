@@ -149,19 +149,23 @@ class LocalExecutor(Strict):
 
 class DockerExecutor(Strict):
     kind: Literal["docker"]
-    image: str = Field(..., min_length=1)
-    workdir: str = "/workspace"
+    image: str = Field(..., min_length=1, description="image each run starts from (must be on the daemon already)")
+    workdir: str = Field("/workspace", pattern=r"^/", description="where the run folder is mounted and run from")
     network: str = Field("none", description="docker network mode; 'none' keeps runs offline")
     memory: str | None = Field(None, pattern=r"^[0-9]+[kmgKMG]?$", description="memory limit, e.g. '8g'")
+    user: str | None = Field(None, description="uid[:gid] inside the container (default: Hive's own, so files stay yours)")
 
 
 class SlurmExecutor(Strict):
+    """Each run is one `sbatch` job; Slurm places GPUs itself, so Hive's scheduler only limits jobs in flight."""
+
     kind: Literal["slurm"]
     partition: str | None = None
-    time_minutes: int | None = Field(None, ge=1)
-    cpus_per_task: int | None = Field(None, ge=1)
-    extra_args: list[str] = Field(default_factory=list)
-    poll_seconds: float = Field(1.0, gt=0)
+    time_minutes: int | None = Field(None, ge=1, description="--time per job (default: run.timeout rounded up)")
+    cpus_per_task: int | None = Field(None, ge=1, description="--cpus-per-task (default: run.resources.cpu_threads)")
+    gpus: int | None = Field(None, ge=0, description="--gres=gpu:N per job (default: run.resources.gpus)")
+    extra_args: list[str] = Field(default_factory=list, description="more sbatch arguments, e.g. ['--account=x']")
+    poll_seconds: float = Field(1.0, gt=0, description="how often squeue is asked about a job")
 
 
 Executor = Annotated[Union[LocalExecutor, DockerExecutor, SlurmExecutor], Field(discriminator="kind")]
@@ -173,6 +177,7 @@ class Scheduler(Strict):
     simulated_memory_mb: int = Field(81920, ge=1)
     slots: int | None = Field(None, ge=1, description="override the number of concurrent runs")
     max_utilisation: int = Field(10, ge=0, le=100, description="a GPU busier than this (percent) counts as taken")
+    lookahead: int = Field(1, ge=0, description="experiments proposed and coded ahead of a free slot")
 
 
 class Playbook(Strict):
