@@ -26,6 +26,7 @@ class Resources(Strict):
     min_free_memory_mb: int = Field(0, ge=0, description="only place a run on GPUs with this much free memory")
     cpu_threads: int = Field(1, ge=1, description="threads per run; CPU slots = cores / threads")
     exclusive: bool = Field(True, description="a GPU run owns its devices alone")
+    memory_mb: int | None = Field(None, ge=16, description="address-space limit per run (an rlimit locally)")
 
 
 class RunSpec(Strict):
@@ -37,6 +38,7 @@ class RunSpec(Strict):
     seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1,
                              description="seeds in the order runs use them")
     resources: Resources = Field(default_factory=Resources)
+    max_log_mb: float = Field(50, gt=0, description="a longer log keeps its first 1 MB and its last 4 MB")
 
     @field_validator("env", mode="before")
     @classmethod
@@ -187,7 +189,8 @@ class Playbook(Strict):
     ref: str | None = Field(None, description="git ref of the source to start from")
     editable: list[str] = Field(..., min_length=1, description="globs of files agents may change")
     protected: list[str] = Field(default_factory=list, description="globs nobody may change (scorer, data, eval)")
-    setup: str | None = Field(None, description="command run once in the campaign repo after it is created")
+    setup: str | None = Field(None, description="command run once in the campaign repo after it is created "
+                                                "(its outputs must be git-ignored)")
     run: RunSpec
     score: ScoreSpec | None = None
     objective: Objective

@@ -15,6 +15,8 @@ from hive.playbook import EnvBinding, FlagBinding, Playbook
 from hive.workspace import Workspace
 
 LOG_TAIL_BYTES = 4000
+PARSE_TAIL_BYTES = 2 * 2**20  # metrics are read from the end of a log; a huge log is not read whole
+OOM_SIGNS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "CUDA out of memory", "OutOfMemoryError")
 
 
 @dataclass
@@ -54,6 +56,27 @@ def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
         return ""
 
 
+def cap_log(path: Path, max_mb: float, head: int = 2**20, tail: int = 4 * 2**20) -> bool:
+    """Shrink a log over `max_mb` to its first and last megabytes (a runaway print must not fill the disk)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if size <= max_mb * 2**20:
+        return False
+    with open(path, "rb") as fh:
+        first = fh.read(head)
+        fh.seek(size - tail)
+        last = fh.read()
+    cut = size - len(first) - len(last)
+    path.write_bytes(first + f"\n[hive] ... {cut} bytes cut from a {size} byte log ...\n".encode() + last)
+    return True
+
+
+def _out_of_memory(result: RunResult, tail: str) -> bool:
+    return any(sign in tail for sign in OOM_SIGNS) or (result.exit_code == -9 and not result.timed_out)
+
+
 class Runner:
     """Runs seeds for a campaign through one executor."""
 
@@ -77,16 +100,26 @@ class Runner:
         command = f"{pb.run.command} {flags}".strip()
         request = RunRequest(command=command, cwd=run_dir, log_path=log_path, timeout=pb.run.timeout,
                              env=scrubbed_environment(env, pb.run.pass_env), devices=devices or [],
-                             threads=pb.run.resources.cpu_threads, label=f"{self.workspace.campaign}/exp-{number}/seed-{seed}",
+                             threads=pb.run.resources.cpu_threads, memory_mb=pb.run.resources.memory_mb,
+                             label=f"{self.workspace.campaign}/exp-{number}/seed-{seed}",
                              read_only={"harness": self.workspace.harness})
         result = self.executor.run(request, cancel)
+        cap_log(log_path, pb.run.max_log_mb)
         if result.cancelled:
             return SeedOutcome("cancelled", {}, result, log_path, "cancelled")
+        # a run must only write inside its own folder: writes into the campaign repo are caught here
+        foreign = self.workspace.repo_changes()
+        if foreign:
+            self.workspace.restore_repo()
+            return SeedOutcome("tampered", {}, result, log_path, f"the run wrote into the campaign repo: {foreign[:3]}")
         if result.timed_out:
             return SeedOutcome("timeout", {}, result, log_path, result.error)
         if result.exit_code != 0:
-            return SeedOutcome("failed", {}, result, log_path, result.error or f"exit code {result.exit_code}")
-        log_text = log_path.read_text(encoding="utf-8", errors="replace")
+            why = result.error or f"exit code {result.exit_code}"
+            if _out_of_memory(result, log_tail(log_path)):
+                why = f"out of memory ({why})"
+            return SeedOutcome("failed", {}, result, log_path, why)
+        log_text = log_tail(log_path, PARSE_TAIL_BYTES)
         metrics = read_metrics(log_text, run_dir, pb.objective.metrics_regex)
         metrics.setdefault("wall_seconds", round(result.wall_seconds, 3))
         if pb.score is None:
@@ -111,7 +144,8 @@ class Runner:
                              threads=pb.run.resources.cpu_threads, label=f"score exp-{number}/seed-{seed}",
                              read_only={"harness": self.workspace.harness})
         scored = self.executor.run(request, cancel)
-        text = score_log.read_text(encoding="utf-8", errors="replace")
+        cap_log(score_log, pb.run.max_log_mb)
+        text = log_tail(score_log, PARSE_TAIL_BYTES)
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"\n[hive] scorer: {command}\n{text}")
         if not scored.ok:

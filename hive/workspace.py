@@ -123,6 +123,16 @@ class Workspace:
         self._git("worktree", "prune")
         return stale
 
+    def repo_changes(self) -> list[str]:
+        """Paths changed in the campaign repo's own checkout (nothing of Hive's writes there after creation)."""
+        out = self._git("status", "--porcelain", "--untracked-files=all")
+        return [line[3:] for line in out.splitlines() if line.strip()]
+
+    def restore_repo(self) -> None:
+        """Undo foreign writes to the campaign repo's checkout (ignored files, e.g. a setup's outputs, stay)."""
+        self._git("reset", "-q", "--hard")
+        self._git("clean", "-q", "-fd")
+
     # -- worktrees (where the coder edits) -----------------------------------
     def worktree(self, number: int, base_commit: str, reset: bool = True) -> Path:
         """The experiment's worktree on its branch, made from `base_commit`; safe to call again after a crash.

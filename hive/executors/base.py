@@ -28,6 +28,7 @@ class RunRequest:
     env: dict[str, str] = field(default_factory=dict)
     devices: list[int] = field(default_factory=list)
     threads: int = 1
+    memory_mb: int | None = None
     label: str = ""
     # read-only folders a sandboxing executor mounts (e.g. the pristine harness)
     read_only: dict[str, Path] = field(default_factory=dict)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 from hive.executors.base import RunRequest, RunResult
 
 KILL_GRACE_SECONDS = 3.0
+PRLIMIT = shutil.which("prlimit") or "/usr/bin/prlimit"
 RUN_MARK = "HIVE_RUN"  # set in every run's environment, so leftovers can be recognised as ours
 
 
@@ -35,7 +37,7 @@ class LocalExecutor:
         started = time.monotonic()
         with open(request.log_path, "ab", buffering=0) as log:
             try:
-                proc = subprocess.Popen(["/bin/sh", "-c", request.command], cwd=request.cwd, env=env, stdout=log,
+                proc = subprocess.Popen(_argv(request), cwd=request.cwd, env=env, stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as exc:
                 return RunResult(exit_code=None, wall_seconds=0.0, error=f"could not start: {exc}")
@@ -79,6 +81,14 @@ class LocalExecutor:
             # short sleeps at first so a quick command costs little; longer ones for long runs
             time.sleep(pause)
             pause = min(pause * 1.5, 0.1)
+
+
+def _argv(request: RunRequest) -> list[str]:
+    argv = ["/bin/sh", "-c", request.command]
+    if request.memory_mb:
+        # an address-space rlimit set before the command starts, inherited by everything it runs
+        argv = [PRLIMIT, f"--as={request.memory_mb * 2**20}", "--", *argv]
+    return argv
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:

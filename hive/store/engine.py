@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, create_engine
 
@@ -13,6 +13,7 @@ from hive.errors import BadInput
 from hive.store import models  # noqa: F401  (registers the tables)
 
 BUSY_TIMEOUT_MS = 30_000
+SCHEMA_LOCK_ID = 7_242_001  # a PostgreSQL advisory lock key of Hive's own
 
 
 def database_url(campaign_dir: Path) -> str:
@@ -38,5 +39,13 @@ def make_engine(url: str) -> Engine:
             engine = create_engine(url, pool_pre_ping=True)
         except Exception as exc:  # noqa: BLE001  (bad URL or missing driver is a user mistake)
             raise BadInput(f"HIVE_DB_URL: cannot use {url.split('@')[-1]!r}: {exc}") from None
-    SQLModel.metadata.create_all(engine)
+    _create_tables(engine)
     return engine
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create missing tables; two processes starting at once on one server must not both try."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID})"))
+        SQLModel.metadata.create_all(conn)
