@@ -247,10 +247,10 @@ def _set_path(data: dict, dotted: str, value: Any) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """Split `key.path=value` and parse the value as YAML (so numbers and lists keep their type)."""
     if "=" not in text:
-        raise BadInput(f"-c {text}: expected key.path=value")
+        raise BadInput(f"-c {text!r}: expected key.path=value")
     key, raw = text.split("=", 1)
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$", key.strip()):
-        raise BadInput(f"-c {text}: '{key}' is not a dotted key path")
+        raise BadInput(f"-c {text!r}: {key!r} is not a dotted key path")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
