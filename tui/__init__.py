@@ -1,0 +1,1 @@
+"""The Hive terminal UI (Textual): watch a campaign, open experiments, review pull requests."""

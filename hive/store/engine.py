@@ -49,3 +49,7 @@ def _create_tables(engine: Engine) -> None:
         if engine.dialect.name == "postgresql":
             conn.execute(text(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID})"))
         SQLModel.metadata.create_all(conn)
+        # stores made by an older Hive get the indexes added since
+        for table in SQLModel.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)

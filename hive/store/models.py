@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -29,7 +29,11 @@ class Campaign(SQLModel, table=True):
 
 
 class Experiment(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("campaign_id", "number"),)
+    # the views ask: best by metric, latest keep, in flight, recent finished; each has an index
+    __table_args__ = (UniqueConstraint("campaign_id", "number"),
+                      Index("ix_experiment_metric", "campaign_id", "metric_mean"),
+                      Index("ix_experiment_verdict", "campaign_id", "verdict", "finished_at"),
+                      Index("ix_experiment_status", "campaign_id", "status", "number"))
 
     id: Optional[int] = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
@@ -88,6 +92,8 @@ class Run(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
+    __table_args__ = (Index("ix_event_feed", "campaign_id", "id"),)
+
     id: Optional[int] = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     ts: datetime = Field(default_factory=now, index=True)

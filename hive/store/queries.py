@@ -128,11 +128,13 @@ class Store:
     def best(self, campaign_id: int) -> Experiment | None:
         """The experiment the best branch points at: the latest keep, else the baseline."""
         with self.session() as s:
-            q = (select(Experiment)
-                 .where(Experiment.campaign_id == campaign_id, col(Experiment.verdict).in_(("keep", "baseline")))
-                 .order_by(col(Experiment.verdict) == "keep", col(Experiment.finished_at), col(Experiment.number)))
-            rows = s.exec(q).all()
-            return rows[-1] if rows else None
+            for verdict in ("keep", "baseline"):
+                q = (select(Experiment).where(Experiment.campaign_id == campaign_id, Experiment.verdict == verdict)
+                     .order_by(col(Experiment.finished_at).desc(), col(Experiment.number).desc()).limit(1))
+                row = s.exec(q).first()
+                if row is not None:
+                    return row
+            return None
 
     # -- runs --------------------------------------------------------------
     def ensure_run(self, experiment_id: int, seed: int) -> Run:

@@ -1,0 +1,41 @@
+"""The campaign engine running under the TUI: `hive.driver.start` in a thread, stopped cleanly on request."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from hive.playbook import Playbook
+
+
+class EngineThread:
+    """Runs a campaign in a background thread; `stop()` asks it to finish cleanly (runs cancelled, records kept)."""
+
+    def __init__(self, playbook: Playbook, home: Path, name: str | None = None):
+        self.playbook, self.home = playbook, home
+        self.name = name or playbook.name
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"hive-engine-{self.name}", daemon=True)
+
+    def start(self) -> EngineThread:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from hive.driver import start
+
+        try:
+            start(self.playbook, self.home, self.name, echo=None, stop=self.stop_event)
+        except BaseException as exc:  # noqa: BLE001  (reported by the TUI and re-raised by the CLI after it closes)
+            self.error = exc
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Ask the campaign to stop and wait for it; True when it has."""
+        self.stop_event.set()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
