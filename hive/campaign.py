@@ -11,10 +11,10 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from hive.errors import BadInput, HiveError
-from hive.executors import make_executor
+from hive.executors import make_executor, reap_leftovers
 from hive.executors.local import reap_orphans
 from hive.objective import metric_value
 from hive.playbook import Playbook
@@ -118,6 +118,7 @@ class CampaignContext:
     lock: CampaignLock
     stop: threading.Event = field(default_factory=threading.Event)
     created: bool = False
+    scheduler: Any = None  # set by the driver; the TUI reads its snapshot
 
     def close(self) -> None:
         self.lock.release()
@@ -143,11 +144,13 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
             _run_setup(playbook, workspace)
         workspace.prepare_harness(playbook)
         orphans = reap_orphans(workspace.logs)
+        orphans += reap_leftovers(playbook.executor, name, workspace.logs)
         campaign = store.update(Campaign, campaign.id, baseline_commit=baseline, status="running",
                                 playbook_json=playbook.model_dump_json(), started_at=campaign.started_at or now(),
                                 updated_at=now())
         feed = Feed(store, campaign.id, echo)
-        runner = Runner(playbook, workspace, make_executor(playbook.executor))
+        runner = Runner(playbook, workspace, make_executor(playbook.executor, campaign=name,
+                                                            gpus=playbook.run.resources.gpus))
         ctx = CampaignContext(playbook, home, name, store, campaign, workspace, runner, feed, lock, created=created)
         if orphans:
             feed("campaign", f"killed {orphans} run(s) left running by a previous Hive process")

@@ -10,7 +10,6 @@ from typing import Any, Optional
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import click
 import typer
 
 from hive import views
@@ -22,6 +21,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "you review the wins as pull requests.")
 playbook_app = typer.Typer(no_args_is_help=True, help="Check playbooks and print their schema.")
 app.add_typer(playbook_app, name="playbook")
+pr_app = typer.Typer(no_args_is_help=True, help="Review kept experiments as pull requests: list, show, approve, "
+                                                "reject, export.")
+app.add_typer(pr_app, name="pr")
 
 WorkspacesOpt = typer.Option(None, "--workspaces", help="where campaigns live (default: $HIVE_HOME or ./workspaces)")
 JsonOpt = typer.Option(False, "--json", help="print JSON instead of a table")
@@ -71,6 +73,8 @@ def start(playbook: Path = typer.Argument(..., help="playbook YAML, e.g. playboo
           max_experiments: Optional[int] = typer.Option(None, "--max-experiments", min=1,
                                                         help="stop after this many experiments (baseline included)"),
           headless: bool = typer.Option(False, "--headless", help="print one line per event instead of the TUI"),
+          simulate_gpus: Optional[int] = typer.Option(None, "--simulate-gpus", min=1,
+                                                      help="schedule on N simulated GPUs (tests, demos, benchmarks)"),
           config: Optional[list[str]] = OverrideOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Run a campaign (creates it, or resumes it where it stopped)."""
     from hive import campaign as campaign_mod
@@ -78,14 +82,21 @@ def start(playbook: Path = typer.Argument(..., help="playbook YAML, e.g. playboo
     overrides = list(config or [])
     if max_experiments is not None:
         overrides.append(f"budget.max_experiments={max_experiments}")
+    if simulate_gpus is not None:
+        overrides += ["scheduler.inventory=simulated", f"scheduler.simulate_gpus={simulate_gpus}"]
     pb = load_playbook(playbook, overrides)
     home = campaign_mod.home_dir(workspaces)
     if campaign is not None and not _valid_name(campaign):
         raise BadInput(f"--campaign: {campaign!r} is not a valid name (letters, digits, . _ -)")
-    from hive.driver import start as start_campaign
+    if headless or not sys.stdout.isatty():
+        from hive.driver import start as start_campaign
 
-    ctx = start_campaign(pb, home, campaign, echo=campaign_mod.echo_stderr)
-    print(views.status_text(*views.load(home, ctx.name)))
+        name = start_campaign(pb, home, campaign, echo=campaign_mod.echo_stderr).name
+    else:
+        from tui.app import run_campaign  # the TUI sits beside the CLI; the library never imports it
+
+        name = run_campaign(pb, home, campaign)
+    print(views.status_text(*views.load(home, name)))
 
 
 def _valid_name(name: str) -> bool:
@@ -143,6 +154,174 @@ def show(experiment: int = typer.Argument(..., help="experiment number"),
             print(views.read_log(run["log_path"]))
 
 
+@app.command("tui")
+def tui_command(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
+                workspaces: Optional[Path] = WorkspacesOpt) -> None:
+    """Watch a running or finished campaign live, open its experiments, review its pull requests."""
+    from hive.campaign import home_dir
+    from tui.app import HiveApp
+
+    home = home_dir(workspaces)
+    _, camp = views.load(home, campaign)
+    HiveApp(home, camp.name).run()
+
+
+@app.command()
+def gpus(campaign: Optional[str] = typer.Argument(None, help="campaign whose running seeds hold devices (default: the only one)"),
+         simulate_gpus: Optional[int] = typer.Option(None, "--simulate-gpus", min=1, help="show N simulated GPUs"),
+         as_json: bool = JsonOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
+    """The machine's GPUs (or CPU slots): memory, utilisation, and which runs of a campaign hold them."""
+    from hive.campaign import home_dir
+
+    data = _gpus_data(home_dir(workspaces), campaign, simulate_gpus)
+    lines = []
+    if data["devices"]:
+        lines.append(f"{'GPU':<4} {'NAME':<24} {'FREE/TOTAL MB':>15} {'UTIL':>5}  HELD BY")
+        for d in data["devices"]:
+            held = ", ".join(d["held_by"]) or "-"
+            lines.append(f"{d['index']:<4} {d['name'][:24]:<24} {d['free_mb']:>7}/{d['total_mb']:<7} "
+                         f"{d['utilisation']:>4}%  {held}")
+    else:
+        lines.append(f"no GPU: {data['cpu_slots']} CPU slots")
+        lines += [f"  {r['campaign']} exp-{r['experiment']}/seed-{r['seed']} running" for r in data["running"]]
+    if data["note"]:
+        lines.append(data["note"])
+    _emit(data, as_json, "\n".join(lines))
+
+
+def _gpus_data(home: Path, name: str | None, simulate_gpus: int | None) -> dict[str, Any]:
+    """Devices from the inventory (the campaign's, when named) and the campaign's running seeds that hold them."""
+    from dataclasses import asdict
+
+    from hive.campaign import IN_FLIGHT, find_campaign
+    from hive.scheduler import make_inventory
+
+    running, note, scheduler, threads = [], "", {}, 1
+    try:
+        store, camp = find_campaign(home, name)
+    except BadInput as exc:
+        if name is not None:
+            raise
+        store = camp = None
+        if "none yet" not in str(exc):  # several campaigns: say how to pick one
+            note = "name a campaign to see which of its runs hold the devices"
+    if camp is not None:
+        playbook = json.loads(camp.playbook_json or "{}")
+        scheduler = playbook.get("scheduler") or {}
+        threads = ((playbook.get("run") or {}).get("resources") or {}).get("cpu_threads", 1)
+        exps = {e.id: e.number for e in store.experiments(camp.id, statuses=IN_FLIGHT)}
+        for exp_id, runs in store.runs_for(list(exps)).items():
+            running += [{"campaign": camp.name, "experiment": exps[exp_id], "seed": r.seed, "started_at": r.started_at,
+                         "devices": [int(d) for d in r.devices.split(",") if d.strip()]}
+                        for r in runs if r.status == "running"]
+    if simulate_gpus:
+        inventory = make_inventory("simulated", simulate_gpus)
+    else:
+        inventory = make_inventory(scheduler.get("inventory", "auto"), scheduler.get("simulate_gpus", 0),
+                                   scheduler.get("simulated_memory_mb", 81920), cpu_threads=threads)
+    devices = [{**asdict(d), "held_by": [f"{r['campaign']} exp-{r['experiment']}/seed-{r['seed']}" for r in running
+                                          if d.index in r["devices"]]} for d in inventory.devices()]
+    if hasattr(inventory, "close"):
+        inventory.close()
+    return {"inventory": inventory.kind, "devices": devices, "cpu_slots": getattr(inventory, "slots", None),
+            "campaign": camp.name if camp else None, "running": running, "note": note}
+
+
+PrCampaignOpt = typer.Option(None, "--campaign", help="campaign name (default: the only one)")
+
+
+def _pr_campaign(workspaces: Optional[Path], campaign: Optional[str]):  # noqa: ANN202
+    from hive.campaign import home_dir
+    from hive.workspace import Workspace
+
+    home = home_dir(workspaces)
+    store, camp = views.load(home, campaign)
+    return store, camp, Workspace(home / camp.name, camp.name)
+
+
+@pr_app.command("list")
+def pr_list(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
+            status: Optional[str] = typer.Option(None, "--status", help="only open, approved or rejected ones"),
+            as_json: bool = JsonOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
+    """The campaign's pull requests, one per kept experiment."""
+    from hive import prs
+    from hive.store.queries import to_dict
+
+    store, camp, _ = _pr_campaign(workspaces, campaign)
+    rows = prs.list_prs(store, camp.id, status)
+    text = "\n".join([f"{'#':>3}  {'status':<9} {'exp':>5} {'on':>4}  title"] +
+                     [f"{p.number:>3}  {p.status:<9} {p.experiment_number:>5} {p.parent_pr or '-':>4}  {p.title}"
+                      for p in rows]) if rows else f"campaign {camp.name}: no pull requests" + (f" {status}" if status else "")
+    _emit([{k: v for k, v in to_dict(p).items() if k not in ("body", "diff")} for p in rows], as_json, text)
+
+
+@pr_app.command("show")
+def pr_show(number: int = typer.Argument(..., help="pull request number"), campaign: Optional[str] = PrCampaignOpt,
+            diff: bool = typer.Option(False, "--diff", help="print the diff from its parent"),
+            as_json: bool = JsonOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
+    """One pull request: title, status, evidence body, lineage, and optionally its diff."""
+    from hive import prs
+
+    store, camp, _ = _pr_campaign(workspaces, campaign)
+    pr = prs.get_pr(store, camp.id, number)
+    data = prs.pr_data(store, camp.id, pr)
+    if not diff:
+        data.pop("diff", None)
+    decided = f" ({pr.reason})" if pr.reason else ""
+    text = f"PR #{pr.number} [{pr.status}{decided}] {pr.title}\n\n{pr.body}"
+    _emit(data, as_json, text + (f"\n{pr.diff or '(no diff)'}" if diff else ""))
+
+
+@pr_app.command("approve")
+def pr_approve(number: int = typer.Argument(..., help="pull request number"), campaign: Optional[str] = PrCampaignOpt,
+               workspaces: Optional[Path] = WorkspacesOpt) -> None:
+    """Merge the pull request into the campaign's accepted branch (hive/<campaign>/accepted)."""
+    from hive import prs
+
+    store, camp, ws = _pr_campaign(workspaces, campaign)
+    pr = prs.approve(store, camp, ws, number)
+    print(f"PR #{number} approved: merged into {prs.accepted_branch(camp)} of {ws.repo_dir}")
+    exp = store.experiment(camp.id, pr.experiment_number)
+    brought = [p.number for p in prs.lineage(store, camp.id, exp) if p.status != "approved"] if exp else []
+    if brought:
+        print("  it builds on " + ", ".join(f"PR #{n}" for n in brought) + ", merged along with it (still "
+              "marked open)")
+
+
+@pr_app.command("reject")
+def pr_reject(number: int = typer.Argument(..., help="pull request number"),
+              reason: Optional[str] = typer.Option(None, "--reason", help="why; the proposer reads it as a lesson"),
+              campaign: Optional[str] = PrCampaignOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
+    """Reject the pull request; the reason becomes a lesson for the proposer (the best branch stays)."""
+    from hive import prs
+
+    store, camp, _ = _pr_campaign(workspaces, campaign)
+    prs.reject(store, camp, number, reason)
+    print(f"PR #{number} rejected; the proposer will see: {reason}")
+
+
+@pr_app.command("export")
+def pr_export(number: int = typer.Argument(..., help="pull request number"),
+              fmt: Optional[str] = typer.Option(None, "--format", help="branch, patch or param-golf"),
+              to: Optional[Path] = typer.Option(None, "--to", help="branch: your repository (default: the playbook's "
+                                                "source); patch: a folder or .patch file; param-golf: where records/ goes"),
+              only: bool = typer.Option(False, "--only", help="just this PR's own diff from its parent, not its stack"),
+              gh: bool = typer.Option(False, "--gh", help="branch: push and run `gh pr create`"),
+              author: Optional[str] = typer.Option(None, "--author", help="param-golf: author (default: git user.name)"),
+              github_id: Optional[str] = typer.Option(None, "--github-id", help="param-golf: GitHub id"),
+              track: str = typer.Option("10min_16mb", "--track", help="param-golf: records/track_<TRACK>/"),
+              name: Optional[str] = typer.Option(None, "--name", help="param-golf: folder name (default: from the hypothesis)"),
+              campaign: Optional[str] = PrCampaignOpt, as_json: bool = JsonOpt,
+              workspaces: Optional[Path] = WorkspacesOpt) -> None:
+    """Export a pull request as a branch in your repository, a patch file, or a Parameter Golf records folder."""
+    from hive.export import export
+
+    store, camp, ws = _pr_campaign(workspaces, campaign)
+    result = export(store, camp, ws, number, fmt, to, gh, only=only, author=author, github_id=github_id,
+                    track=track, name=name)
+    _emit(result.to_dict(), as_json, result.text())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map errors to exit codes (no traceback for a user mistake)."""
     try:
@@ -151,17 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        return 2
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         return 130
-    except click.ClickException as exc:
+    except typer.TyperException as exc:  # typer's own click: usage errors (exit 2) and the like
         exc.show()
-        return exc.exit_code
+        return getattr(exc, "exit_code", 2)
     except HiveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

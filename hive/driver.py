@@ -68,7 +68,7 @@ async def drive(ctx: CampaignContext) -> str:
     from hive.scheduler import make_scheduler
 
     pb, store, cid = ctx.playbook, ctx.store, ctx.campaign.id
-    scheduler = make_scheduler(pb.scheduler, pb.run.resources)
+    scheduler = ctx.scheduler = make_scheduler(pb.scheduler, pb.run.resources)
     roles = make_roles(ctx)
     lookahead = pb.scheduler.lookahead
     width = scheduler.capacity(pb.run.resources.gpus, pb.run.resources.cpu_threads) + lookahead
@@ -161,14 +161,18 @@ def _task_error(ctx: CampaignContext, task: asyncio.Task, number: int) -> str | 
 
 
 def start(playbook: Playbook, home: Path, name: str | None = None,
-          echo: Callable[[str], None] | None = print, stop: threading.Event | None = None) -> CampaignContext:
+          echo: Callable[[str], None] | None = print, stop: threading.Event | None = None,
+          on_open: Callable[[CampaignContext], None] | None = None) -> CampaignContext:
     """Run a campaign to its budget: the baseline first, then experiments in every free slot; resumable anywhere.
 
-    `stop` lets a caller in another thread (the TUI) ask for the same clean stop as Ctrl-C.
+    `stop` lets a caller in another thread (the TUI) ask for the same clean stop as Ctrl-C; `on_open` hands
+    it the open campaign (for the scheduler's live snapshot).
     """
     ctx = open_campaign(playbook, home, name, echo)
     if stop is not None:
         ctx.stop = stop
+    if on_open is not None:
+        on_open(ctx)
     previous = _install_stop_handlers(ctx)
     try:
         reason = asyncio.run(drive(ctx))

@@ -1,55 +1,130 @@
-"""Pull-request records: one per kept experiment, with a title, an evidence body, the diff and its lineage."""
+"""Pull-request records: one per kept experiment, with its evidence body, diff and lineage; approve and reject."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from hive.agents.base import Verdict
-from hive.objective import metric_value
+from hive.errors import BadInput, HiveError
+from hive.objective import Constraint, metric_value
 from hive.playbook import Playbook
-from hive.store import Experiment, PullRequest, Store
+from hive.store import Campaign, Experiment, Lesson, PullRequest, Store
+from hive.store.models import now
+from hive.store.queries import to_dict
+from hive.workspace import Workspace
+
+STATUSES = ("open", "approved", "rejected")
+
+
+# -- lineage ---------------------------------------------------------------------
+def ancestors(store: Store, campaign_id: int, exp: Experiment) -> list[Experiment]:
+    """The experiments from the baseline down to `exp`'s parent, oldest first (parents of keeps are keeps)."""
+    chain, seen = [], {exp.number}
+    number = exp.parent_number
+    while number is not None and number not in seen:
+        parent = store.experiment(campaign_id, number)
+        if parent is None:
+            break
+        chain.append(parent)
+        seen.add(number)
+        number = parent.parent_number
+    return list(reversed(chain))
+
+
+def lineage(store: Store, campaign_id: int, exp: Experiment) -> list[PullRequest]:
+    """Every earlier pull request `exp` builds on, walking its parents up to the baseline, oldest first."""
+    by_exp = {pr.experiment_number: pr for pr in store.pull_requests(campaign_id)}
+    return [by_exp[e.number] for e in ancestors(store, campaign_id, exp) if e.number in by_exp]
+
+
+# -- the body --------------------------------------------------------------------
+def _constraint_keys(playbook: Playbook) -> list[str]:
+    keys = []
+    for text in playbook.objective.constraints:
+        key = Constraint.parse(text).key
+        if key != playbook.objective.metric and key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:.6g}" if value is not None else "-"
 
 
 def _seed_table(store: Store, exp: Experiment, playbook: Playbook) -> list[str]:
-    obj = playbook.objective
-    keys = [obj.metric] + [c.split()[0] for c in obj.constraints if c.split()[0] != obj.metric]
-    rows = ["| seed | " + " | ".join(keys) + " | wall s |", "|---" * (len(keys) + 2) + "|"]
+    keys = [playbook.objective.metric] + _constraint_keys(playbook)
+    rows = ["| seed | status | " + " | ".join(keys) + " | wall s |", "|---" * (len(keys) + 3) + "|"]
     for run in store.runs(exp.id):
-        cells = []
-        for key in keys:
-            value = metric_value(run.metrics, key)
-            cells.append(f"{value:.6g}" if value is not None else "-")
-        rows.append(f"| {run.seed} | " + " | ".join(cells) + f" | {run.wall_seconds or 0:.1f} |")
+        cells = [_fmt(metric_value(run.metrics, key)) for key in keys]
+        rows.append(f"| {run.seed} | {run.status} | " + " | ".join(cells) + f" | {run.wall_seconds or 0:.1f} |")
     return rows
 
 
+def _constraint_lines(store: Store, exp: Experiment, playbook: Playbook) -> list[str]:
+    runs = [r for r in store.runs(exp.id) if r.status == "ok"]
+    lines = []
+    for text in playbook.objective.constraints:
+        c = Constraint.parse(text)
+        values = [v for r in runs if (v := metric_value(r.metrics, c.key)) is not None]
+        if values:
+            held = all(c.violation(r.metrics) is None for r in runs)
+            lines.append(f"- constraint `{c}`: {min(values):.6g} .. {max(values):.6g} over {len(values)} seed(s)"
+                         f" ({'held on every seed' if held else 'BROKEN on some seed'})")
+    return lines
+
+
+def _delta(mean: float | None, ref: Experiment | None, label: str) -> str | None:
+    if ref is None or ref.metric_mean is None or mean is None:
+        return None
+    delta = mean - ref.metric_mean
+    rel = f", {100 * delta / abs(ref.metric_mean):+.2f}%" if ref.metric_mean else ""
+    return f"- vs {label} exp-{ref.number} ({ref.metric_mean:.6g}): {delta:+.6g}{rel}"
+
+
 def render_body(store: Store, exp: Experiment, verdict: Verdict, playbook: Playbook,
-                parent_pr: PullRequest | None) -> str:
-    """Markdown: hypothesis, what changed, the evidence table, costs, lineage."""
+                parent_pr: PullRequest | None = None) -> str:
+    """Markdown: hypothesis, evidence (deltas, p-value, constraints, per-seed table), cost and lineage."""
     obj = playbook.objective
-    baseline = store.experiment(exp.campaign_id, 1)
-    parent = store.experiment(exp.campaign_id, exp.parent_number) if exp.parent_number else None
+    cid = exp.campaign_id
+    runs = list(store.runs(exp.id))
+    parent = store.experiment(cid, exp.parent_number) if exp.parent_number else None
+    baseline = store.experiment(cid, 1)
     lines = [f"## Hypothesis\n\n{exp.hypothesis}\n"]
     if exp.rationale:
         lines.append(f"{exp.rationale}\n")
+    n_ok = sum(r.status == "ok" for r in runs)
     lines.append("## Evidence\n")
-    lines.append(f"- {obj.metric} ({obj.direction}): **{verdict.mean:.6g} ± {verdict.std or 0:.2g}** over "
-                 f"{exp.n_seeds or len(store.runs(exp.id))} seeds")
-    for label, ref in (("parent", parent), ("baseline", baseline)):
-        if ref is not None and ref.metric_mean is not None and verdict.mean is not None:
-            lines.append(f"- vs {label} exp-{ref.number} ({ref.metric_mean:.6g}): {verdict.mean - ref.metric_mean:+.6g}")
+    lines.append(f"- {obj.metric} ({obj.direction}): **{_fmt(verdict.mean)} ± {verdict.std or 0:.2g}** over {n_ok} seed(s)")
+    lines += [d for d in (_delta(verdict.mean, parent, "parent"), _delta(verdict.mean, baseline, "baseline")) if d]
     if verdict.p_value is not None:
-        lines.append(f"- one-sided Welch t-test p = {verdict.p_value:.3g} (alpha {obj.alpha:g}, min_delta {obj.min_delta:g})")
-    if obj.constraints:
-        lines.append(f"- constraints: {', '.join(obj.constraints)} (all held on every seed)")
+        lines.append(f"- one-sided Welch t-test vs the best at the time: p = {verdict.p_value:.3g} "
+                     f"(alpha {obj.alpha:g}, min_delta {obj.min_delta:g})")
+    lines += _constraint_lines(store, exp, playbook)
     lines.append("")
     lines += _seed_table(store, exp, playbook)
-    llm = store.llm_totals(exp.campaign_id, exp.number)
-    wall = sum(r.wall_seconds or 0 for r in store.runs(exp.id))
-    lines.append(f"\n## Cost\n\n- run seconds: {wall:.1f} (GPU-seconds: {wall * playbook.run.resources.gpus:.1f})"
-                 f"\n- LLM: {llm['prompt_tokens'] + llm['completion_tokens']} tokens, ${llm['dollars']:.4f}")
-    lines.append(f"\n## Lineage\n\n- experiment exp-{exp.number}, commit `{exp.commit[:12]}`, parent exp-{exp.parent_number}")
-    if parent_pr is not None:
-        lines.append(f"- builds on PR #{parent_pr.number} (exp-{parent_pr.experiment_number}); merge that first")
+    wall = sum(r.wall_seconds or 0 for r in runs)
+    res = playbook.run.resources
+    llm = store.llm_totals(cid, exp.number)
+    lines.append(f"\n## Cost\n\n- run wall-clock: {wall:.1f} s over {len(runs)} run(s)"
+                 f"\n- GPU-seconds: {wall * res.gpus:.1f}; CPU-seconds: {wall * res.cpu_threads:.1f}"
+                 f"\n- LLM: {int(llm['prompt_tokens'] + llm['completion_tokens'])} tokens in {int(llm['calls'])} call(s),"
+                 f" ${llm['dollars']:.4f}")
+    lines.append(f"\n## Lineage\n\n- experiment exp-{exp.number}, commit `{exp.commit[:12]}`, "
+                 f"parent exp-{exp.parent_number} (`{exp.parent_commit[:12]}`)")
+    stack = lineage(store, cid, exp)
+    for pr in stack:
+        lines.append(f"- builds on PR #{pr.number} (exp-{pr.experiment_number}): {pr.title}")
+    if not stack:
+        lines.append("- builds directly on the baseline; no earlier pull request needed")
     return "\n".join(lines) + "\n"
+
+
+def _shorten(text: str, limit: int) -> str:
+    """The first line of text, cut at a word boundary to at most `limit` characters."""
+    line = (text.strip().splitlines() or ["change"])[0]
+    if len(line) <= limit:
+        return line
+    return line[:limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:-") + "…"
 
 
 def open_pull_request(store: Store, campaign_id: int, exp: Experiment, verdict: Verdict,
@@ -58,11 +133,115 @@ def open_pull_request(store: Store, campaign_id: int, exp: Experiment, verdict: 
     existing = [pr for pr in store.pull_requests(campaign_id) if pr.experiment_number == exp.number]
     if existing:
         return existing[0]
-    parent_pr = next((pr for pr in store.pull_requests(campaign_id) if pr.experiment_number == exp.parent_number), None)
-    gain = ""
-    if verdict.mean is not None:
-        gain = f" ({playbook.objective.metric} {verdict.mean:.4g})"
-    title = f"exp-{exp.number}: {exp.hypothesis[:70]}{gain}"
+    stack = lineage(store, campaign_id, exp)
+    parent_pr = stack[-1] if stack else None
+    gain = f" ({playbook.objective.metric} {verdict.mean:.4g})" if verdict.mean is not None else ""
+    title = f"exp-{exp.number}: {_shorten(exp.hypothesis, 70)}{gain}"
     body = render_body(store, exp, verdict, playbook, parent_pr)
     return store.new_pull_request(campaign_id, experiment_number=exp.number, title=title, body=body, diff=exp.diff,
                                   commit=exp.commit, parent_pr=parent_pr.number if parent_pr else None)
+
+
+# -- reading -------------------------------------------------------------------
+def list_prs(store: Store, campaign_id: int, status: str | None = None) -> list[PullRequest]:
+    """The campaign's pull requests, oldest first, optionally only those with one status."""
+    if status is not None and status not in STATUSES:
+        raise BadInput(f"--status: {status!r} is not one of {', '.join(STATUSES)}")
+    return list(store.pull_requests(campaign_id, status))
+
+
+def get_pr(store: Store, campaign_id: int, number: int) -> PullRequest:
+    """One pull request by number; BadInput naming the valid numbers when it does not exist."""
+    prs = store.pull_requests(campaign_id)
+    for pr in prs:
+        if pr.number == number:
+            return pr
+    valid = ", ".join(str(p.number) for p in prs) or "none yet"
+    raise BadInput(f"N: no pull request #{number} (valid: {valid})")
+
+
+def pr_data(store: Store, campaign_id: int, pr: PullRequest) -> dict[str, Any]:
+    """A pull request as JSON-ready data, with its experiment's numbers and the PRs it builds on."""
+    data = to_dict(pr)
+    exp = store.experiment(campaign_id, pr.experiment_number)
+    if exp is not None:
+        runs = store.runs(exp.id)
+        data["experiment"] = {"number": exp.number, "parent_number": exp.parent_number, "hypothesis": exp.hypothesis,
+                              "metric_mean": exp.metric_mean, "metric_std": exp.metric_std, "p_value": exp.p_value,
+                              "n_seeds": exp.n_seeds, "gpu_seconds": exp.gpu_seconds, "cpu_seconds": exp.cpu_seconds,
+                              "tokens": exp.tokens, "dollars": exp.dollars,
+                              "seeds": {str(r.seed): r.metrics for r in runs}}
+        data["builds_on"] = [p.number for p in lineage(store, campaign_id, exp)]
+    return data
+
+
+# -- deciding --------------------------------------------------------------------
+def _must_be_open(pr: PullRequest) -> None:
+    if pr.status != "open":
+        why = f" ({pr.reason})" if pr.reason else ""
+        raise BadInput(f"N: pull request #{pr.number} is already {pr.status}{why}")
+
+
+def accepted_branch(campaign: Campaign) -> str:
+    return f"hive/{campaign.name}/accepted"
+
+
+def approve(store: Store, campaign: Campaign, workspace: Workspace, number: int) -> PullRequest:
+    """Merge the PR's commit into the campaign's accepted branch (made from the baseline) and mark it approved.
+
+    A fast-forward when possible, else a merge commit; a conflict raises HiveError and changes nothing.
+    """
+    pr = get_pr(store, campaign.id, number)
+    _must_be_open(pr)
+    branch = accepted_branch(campaign)
+    ref = f"refs/heads/{branch}"
+    git = workspace._git
+    if workspace._has_branch(branch):
+        head = git("rev-parse", ref).strip()
+    else:  # first approval: the accepted branch starts at the baseline
+        head = workspace.baseline_commit()
+        git("update-ref", ref, head, "")
+    if workspace.is_ancestor(pr.commit, head):
+        pass  # already in (an approved PR stacked on it brought it along)
+    elif workspace.is_ancestor(head, pr.commit):
+        git("update-ref", ref, pr.commit, head)
+    else:
+        proc = _merge_tree(workspace, head, pr.commit)
+        if proc[0] != 0:
+            conflicts = sorted({line.strip() for line in proc[1].splitlines()[1:] if line.strip()})
+            raise HiveError(f"pull request #{number} conflicts with {branch} in {', '.join(conflicts) or 'its files'}; "
+                            f"nothing was changed")
+        tree = proc[1].splitlines()[0].strip()
+        message = f"hive: accept PR #{number}: {pr.title}\n\nHive-PR: {number}\nHive-Commit: {pr.commit}\n"
+        merged = git("commit-tree", tree, "-p", head, "-p", pr.commit, "-m", message).strip()
+        git("update-ref", ref, merged, head)
+    return store.update(PullRequest, pr.id, status="approved", decided_at=now())
+
+
+def _merge_tree(workspace: Workspace, ours: str, theirs: str) -> tuple[int, str]:
+    import os
+    import subprocess
+
+    from hive.workspace import GIT_ENV
+
+    proc = subprocess.run(["git", "merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs],
+                          cwd=workspace.repo_dir, env={**os.environ, **GIT_ENV}, capture_output=True, text=True,
+                          check=False)
+    if proc.returncode not in (0, 1):
+        raise HiveError(f"git merge-tree failed: {proc.stderr.strip()}")
+    return proc.returncode, proc.stdout
+
+
+def reject(store: Store, campaign: Campaign, number: int, reason: str) -> PullRequest:
+    """Mark the PR rejected with the reason, and leave a lesson the proposer reads (the best branch stays)."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise BadInput("--reason: say why the pull request is rejected (the proposer learns from it)")
+    pr = get_pr(store, campaign.id, number)
+    _must_be_open(pr)
+    exp = store.experiment(campaign.id, pr.experiment_number)
+    hypothesis = exp.hypothesis if exp is not None else pr.title
+    text = f"PR #{number} (exp-{pr.experiment_number}: {hypothesis}) rejected by a human: {reason}"
+    store.add(Lesson(campaign_id=campaign.id, experiment_number=pr.experiment_number, source="human", text=text))
+    return store.update(PullRequest, pr.id, status="rejected", reason=reason, decided_at=now())
+

@@ -16,6 +16,7 @@ class EngineThread:
         self.name = name or playbook.name
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
+        self.context = None  # the open campaign, once the engine has it
         self._thread = threading.Thread(target=self._run, name=f"hive-engine-{self.name}", daemon=True)
 
     def start(self) -> EngineThread:
@@ -26,9 +27,20 @@ class EngineThread:
         from hive.driver import start
 
         try:
-            start(self.playbook, self.home, self.name, echo=None, stop=self.stop_event)
+            start(self.playbook, self.home, self.name, echo=None, stop=self.stop_event,
+                  on_open=lambda ctx: setattr(self, "context", ctx))
         except BaseException as exc:  # noqa: BLE001  (reported by the TUI and re-raised by the CLI after it closes)
             self.error = exc
+
+    def scheduler_snapshot(self) -> dict | None:
+        """Devices, their holders and free memory, from the engine's scheduler (None until it has one)."""
+        scheduler = getattr(self.context, "scheduler", None)
+        if scheduler is None:
+            return None
+        try:
+            return scheduler.snapshot()
+        except RuntimeError:  # the engine changed a lease while we read; the next refresh gets it
+            return None
 
     @property
     def running(self) -> bool:
