@@ -43,12 +43,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", type=Path, default=None, help="run in this folder and keep it for inspection")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     problems: list[str] = []
     kills = 0
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
+        home = Path(args.keep or tmp)
+        home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "HIVE_HOME": str(home / "workspaces")}
         env.pop("HIVE_DB_URL", None)
         budget = args.trials * 2 + 6
@@ -95,7 +97,8 @@ def main() -> None:
             problems.append(f"the final resume failed: {final.stderr[-500:]}")
         statuses = {s for (s,) in rows(db, "select status from experiment")}
         if statuses != {"done"}:
-            problems.append(f"experiments not all finished after the final resume: {statuses}")
+            unfinished = rows(db, "select number, status from experiment where status != 'done'")
+            problems.append(f"experiments not all finished after the final resume: {unfinished}")
         numbers = sorted(n for (n,) in rows(db, "select number from experiment"))
         repo = root / "repo"
         best_msg = subprocess.run(["git", "log", "-1", "--format=%B", "hive/quickstart/best"], cwd=repo,

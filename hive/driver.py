@@ -19,6 +19,8 @@ from hive.playbook import Playbook
 from hive.store import Campaign, Experiment
 from hive.store.models import now
 
+SLURM_JOBS_IN_FLIGHT = 4  # default cap on queued + running jobs when the cluster does the placing
+
 
 def make_roles(ctx: CampaignContext) -> Roles:
     """The proposer, coder, critic and reviewer the playbook asks for."""
@@ -65,13 +67,12 @@ async def drive(ctx: CampaignContext) -> str:
     """Keep every slot busy with experiments until the budget is spent or a stop is asked; return why it ended."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    from hive.scheduler import make_scheduler
-
     pb, store, cid = ctx.playbook, ctx.store, ctx.campaign.id
-    scheduler = ctx.scheduler = make_scheduler(pb.scheduler, pb.run.resources)
+    scheduler = ctx.scheduler = _scheduler(pb)
     roles = make_roles(ctx)
     lookahead = pb.scheduler.lookahead
-    width = scheduler.capacity(pb.run.resources.gpus, pb.run.resources.cpu_threads) + lookahead
+    gpus = 0 if pb.executor.kind == "slurm" else pb.run.resources.gpus
+    width = scheduler.capacity(gpus, pb.run.resources.cpu_threads) + lookahead
     started = time.monotonic()
     flow = ExperimentFlow(ctx, roles, scheduler)
     ctx.feed("campaign", f"{width - lookahead} slot(s) on {scheduler.inventory.kind}; strategist {pb.strategist}")
@@ -123,6 +124,17 @@ async def drive(ctx: CampaignContext) -> str:
             for task, number in tasks.items():
                 _task_error(ctx, task, number)
     return reason
+
+
+def _scheduler(pb: Playbook):  # noqa: ANN202
+    """The playbook's scheduler; on Slurm, where the cluster places GPUs, it only bounds the jobs in flight."""
+    from hive.scheduler import make_scheduler
+
+    if pb.executor.kind != "slurm":
+        return make_scheduler(pb.scheduler, pb.run.resources)
+    jobs = pb.scheduler.slots or SLURM_JOBS_IN_FLIGHT
+    config = pb.scheduler.model_copy(update={"inventory": "cpu", "slots": jobs})
+    return make_scheduler(config, pb.run.resources.model_copy(update={"gpus": 0, "cpu_threads": 1}))
 
 
 def _thread(ctx: CampaignContext, number: int) -> dict:

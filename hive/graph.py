@@ -60,6 +60,9 @@ class ExperimentFlow:
         self.scheduler = scheduler
         self.pb = ctx.playbook
         self._propose_lock = asyncio.Lock()
+        # Slurm places GPUs itself; simulated devices exist only for the scheduler, never for an executor
+        self.lease_gpus = 0 if self.pb.executor.kind == "slurm" else self.pb.run.resources.gpus
+        self.real_devices = getattr(scheduler.inventory, "kind", "") != "simulated"
 
     def build(self, checkpointer) -> Any:  # noqa: ANN001
         g = StateGraph(ExperimentState)
@@ -145,7 +148,7 @@ class ExperimentFlow:
         from hive.campaign import describe_outcome, record_seed
 
         res = self.pb.run.resources
-        async with self.scheduler.lease(f"exp-{exp.number}/seed-{seed}", gpus=res.gpus,
+        async with self.scheduler.lease(f"exp-{exp.number}/seed-{seed}", gpus=self.lease_gpus,
                                         min_free_mb=res.min_free_memory_mb, cpu_threads=res.cpu_threads) as lease:
             if self.ctx.stop.is_set():
                 return
@@ -154,7 +157,8 @@ class ExperimentFlow:
                                   devices=",".join(map(str, lease.devices)))
             where = f" on gpu {','.join(map(str, lease.devices))}" if lease.devices else ""
             self.ctx.feed("run", f"seed {seed} started{where}", exp.number)
-            outcome = await asyncio.to_thread(self.ctx.runner.run_seed, exp.number, seed, commit, lease.devices,
+            devices = lease.devices if self.real_devices else []
+            outcome = await asyncio.to_thread(self.ctx.runner.run_seed, exp.number, seed, commit, devices,
                                               self.ctx.stop)
         if outcome.status == "cancelled":
             self.ctx.store.update(Run, run.id, status="queued")

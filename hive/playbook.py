@@ -30,7 +30,8 @@ class Resources(Strict):
 
 
 class RunSpec(Strict):
-    command: str = Field(..., min_length=1, description="shell command run in the experiment's worktree")
+    command: str = Field(..., min_length=1, description="shell command run in a fresh folder with the experiment's "
+                                                         "files; {repo} is the campaign repo (shared data)")
     timeout: float = Field(600, gt=0, description="wall-clock limit in seconds; the process group is killed after it")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for the run")
     pass_env: list[str] = Field(default_factory=list, description="host variables passed through the scrubbed environment")

@@ -94,10 +94,11 @@ class Runner:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text("")
         flags, knob_env = knob_arguments(pb, runtime_knobs(run_dir))
-        env = {**pb.run.env, **knob_env, "HIVE_SEED": str(seed)}
+        env = {k: self._expand(v, quote=False) for k, v in pb.run.env.items()}
+        env.update({**knob_env, "HIVE_SEED": str(seed)})
         if pb.run.seed_env:
             env[pb.run.seed_env] = str(seed)
-        command = f"{pb.run.command} {flags}".strip()
+        command = self._expand(f"{pb.run.command} {flags}".strip())
         request = RunRequest(command=command, cwd=run_dir, log_path=log_path, timeout=pb.run.timeout,
                              env=scrubbed_environment(env, pb.run.pass_env), devices=devices or [],
                              threads=pb.run.resources.cpu_threads, memory_mb=pb.run.resources.memory_mb,
@@ -126,6 +127,12 @@ class Runner:
             return SeedOutcome("ok", metrics, result, log_path)
         return self._score(number, seed, run_dir, log_path, metrics, result, cancel)
 
+    def _expand(self, text: str, quote: bool = True) -> str:
+        """Fill in {harness} (the pristine protected files) and {repo} (the campaign repo, e.g. for shared data)."""
+        shell = shlex.quote if quote else str
+        return (text.replace("{harness}", shell(str(self.workspace.harness)))
+                .replace("{repo}", shell(str(self.workspace.repo_dir))))
+
     def _score(self, number: int, seed: int, run_dir: Path, log_path: Path, run_metrics: dict, result: RunResult,
                cancel: threading.Event | None) -> SeedOutcome:
         pb = self.playbook
@@ -136,7 +143,7 @@ class Runner:
         score_log = log_path.with_name(f"seed-{seed}.score.log")
         score_log.write_text("")
         harness = str(self.workspace.harness)
-        command = pb.score.command.replace("{harness}", shlex.quote(harness))
+        command = self._expand(pb.score.command)
         # the scorer reads the run's output files but must not be fooled by a metrics.json the run wrote
         (run_dir / "metrics.json").unlink(missing_ok=True)
         request = RunRequest(command=command, cwd=run_dir, log_path=score_log, timeout=pb.score.timeout,

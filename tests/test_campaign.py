@@ -165,3 +165,33 @@ def test_task_gen_records_a_yield_with_rejection_reasons(hive):
     reasons = {k: v for k, v in metrics.items() if k.startswith("rejected_") and k != "rejected_total"}
     assert len(reasons) >= 4 and sum(reasons.values()) == metrics["rejected_total"]
     assert metrics["yield"] + metrics["rejected_total"] == metrics["lines_total"]
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_start_finishes_the_campaign(tmp_path):
+    env = {**os.environ, "HIVE_HOME": str(tmp_path / "workspaces")}
+    env.pop("HIVE_DB_URL", None)
+    args = [sys.executable, "-m", "hive", "start", QUICK, "--headless", "--max-experiments", "6",
+            "-c", "run.command=sleep 2 && python train.py"]
+    db = tmp_path / "workspaces" / "quickstart" / "hive.db"
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if rows(db, "select count(*) from run r join experiment e on r.experiment_id = e.id "
+                        "where r.status = 'running' and e.number > 1")[0][0]:
+                break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.05)
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert time.monotonic() - stopped_at < 15, "a stop does not wait for runs to finish"
+    assert "SIGINT: stopping" in err and "stopped; `hive start` again resumes" in err
+    assert rows(db, "select status from campaign") == [("stopped",)]
+    assert not list((tmp_path / "workspaces").glob("**/*.log.pid")), "cancelled runs leave nothing running"
+    assert rows(db, "select count(*) from run where status = 'running'") == [(0,)]
+    again = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert rows(db, "select count(*), min(status), max(status) from experiment") == [(6, "done", "done")]

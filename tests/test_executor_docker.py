@@ -180,7 +180,9 @@ def test_missing_image_and_unreachable_daemon_are_one_line_errors(monkeypatch):
 
 
 def test_quickstart_campaign_completes_in_docker(hive, tmp_path, executor):
+    # on simulated GPUs: the scheduler leases devices, but no device request reaches docker
     proc = hive("start", str(PLAYBOOKS / "quickstart.yaml"), "--headless", "--max-experiments", "4",
+                "--simulate-gpus", "2", "-c", "run.resources.gpus=1",
                 "-c", "executor.kind=docker", "-c", f"executor.image={PYTHON_IMAGE}", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "finished: max_experiments (4) reached" in proc.stderr
@@ -192,6 +194,7 @@ def test_quickstart_campaign_completes_in_docker(hive, tmp_path, executor):
     exps = store.experiments(camp.id)
     runs = [r for rs in store.runs_for([e.id for e in exps]).values() for r in rs]
     assert len(exps) == 4 and runs and all(r.status == "ok" for r in runs), [(r.status, r.error[:200]) for r in runs]
+    assert {r.devices for r in runs} <= {"0", "1"}
     leftovers = executor.client.containers.list(all=True, filters={"label": "hive.campaign=quickstart"})
     logs = tmp_path / "workspaces" / "quickstart" / "logs"
     assert not [c for c in leftovers if c.labels.get("hive.log", "").startswith(str(logs))]
