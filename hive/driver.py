@@ -142,12 +142,19 @@ def _thread(ctx: CampaignContext, number: int) -> dict:
 
 
 async def _experiment(ctx: CampaignContext, graph, number: int) -> None:  # noqa: ANN001
-    """Run one experiment's graph thread, from its last checkpoint when it has one."""
+    """Run one experiment's graph thread, from its last checkpoint when it has one.
+
+    The store, not the checkpoint, says whether the experiment is finished: a kill can land after a checkpoint's
+    pending writes were saved but before the next step was, which leaves a thread with nothing queued.
+    """
     config = _thread(ctx, number)
     snapshot = await graph.aget_state(config)
-    if snapshot.values and not snapshot.next:
-        return  # finished before a crash hid it
-    await graph.ainvoke(None if snapshot.next else {"number": number}, config, durability="sync")
+    if snapshot.values:
+        await graph.ainvoke(None, config, durability="sync")
+        exp = ctx.store.experiment(ctx.campaign.id, number)
+        if exp is None or exp.status == "done":
+            return
+    await graph.ainvoke({"number": number}, config, durability="sync")
 
 
 def _task_error(ctx: CampaignContext, task: asyncio.Task, number: int) -> str | None:
