@@ -60,6 +60,7 @@ class ExperimentFlow:
         self.scheduler = scheduler
         self.pb = ctx.playbook
         self._propose_lock = asyncio.Lock()
+        self._keep_lock = asyncio.Lock()  # one keep at a time, each against the best as it is then
         # Slurm places GPUs itself; simulated devices exist only for the scheduler, never for an executor
         self.lease_gpus = 0 if self.pb.executor.kind == "slurm" else self.pb.run.resources.gpus
         self.real_devices = getattr(scheduler.inventory, "kind", "") != "simulated"
@@ -175,6 +176,7 @@ class ExperimentFlow:
         best = self.ctx.store.best(self.ctx.campaign.id)
         best_values = self._values(best)
         verdict = self.roles.critic.judge(seeds, best_values, best.number if best else None)
+        verdict.reference = best.number if best else None
         if verdict.verdict == "keep" and self.roles.reviewer is not None:
             ok, why = await asyncio.to_thread(self.roles.reviewer.review, exp.diff, self.pb.rules, number)
             if not ok:
@@ -202,7 +204,10 @@ class ExperimentFlow:
         wall = sum(r.wall_seconds or 0 for r in runs)
         res = self.pb.run.resources
         if v.verdict == "keep":
-            await self._keep(exp, v)
+            async with self._keep_lock:
+                v = self._recheck(exp, v)
+                if v.verdict == "keep":
+                    await self._keep(exp, v)
         lesson = lesson_for(exp.hypothesis, v, metric)
         if not any(lesson_row.experiment_number == number for lesson_row in store.lessons(cid, 5)):
             store.add(Lesson(campaign_id=cid, experiment_number=number, source="critic", text=lesson))
@@ -217,6 +222,20 @@ class ExperimentFlow:
                                 Outcome(number, v.verdict, v.mean, excess))
         self.ctx.feed("verdict", f"{v.verdict}: {v.reason}", number)
         return {}
+
+    def _recheck(self, exp: Experiment, v: Verdict) -> Verdict:
+        """A keep judged against a best that another keep has replaced since must beat the new best too."""
+        best = self.ctx.store.best(self.ctx.campaign.id)
+        if best is None or best.number == v.reference or best.number == exp.number:
+            return v
+        runs = {r.seed: r for r in self.ctx.store.runs(exp.id)}
+        seeds = [SeedResult(s, r.status, r.metrics, r.error) for s, r in sorted(runs.items()) if r.status == "ok"]
+        again = self.roles.critic.judge(seeds, self._values(best), best.number)
+        again.reference = best.number
+        if again.verdict != "keep":
+            again.verdict = "discard"
+            again.reason = f"beat exp-{v.reference}, but exp-{best.number} was kept meanwhile: {again.reason}"
+        return again
 
     async def _keep(self, exp: Experiment, v: Verdict) -> None:
         from hive.prs import open_pull_request

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 
 import optuna
 import pytest
 
 from hive.agents.base import CampaignView, ExperimentBrief, Outcome, Proposal
 from hive.agents.critic import Critic, SeedResult, welch_p_value
-from hive.agents.knob_coder import KnobCoder, read_value, rewrite_assignment, runtime_knobs
+from hive.agents.knob_coder import (
+    KnobCoder,
+    read_value,
+    rewrite_assignment,
+    runtime_knobs,
+)
 from hive.agents.search import SearchProposer
 from hive.errors import BudgetExhausted, EditRejected
 from hive.executors import LocalExecutor
@@ -178,3 +184,36 @@ def test_greedy_moves_one_knob_from_the_best(tmp_path):
     proposal = proposer.propose(_view({"LR": 0.01, "N": 50}), 2)
     moved = [k for k in ("LR", "N") if proposal.knobs[k] != {"LR": 0.01, "N": 50}[k]]
     assert len(moved) == 1, proposal.knobs
+
+
+def test_a_keep_judged_against_a_replaced_best_must_beat_the_new_one(tmp_path):
+    from types import SimpleNamespace
+
+    from hive.agents.base import Verdict
+    from hive.graph import ExperimentFlow
+    from hive.store import Experiment, Run, Store, make_engine
+    from hive.store.models import now
+
+    store = Store(make_engine(f"sqlite:///{tmp_path / 'h.db'}"))
+    camp, _ = store.ensure_campaign("c")
+
+    def experiment(verdict, values):  # noqa: ANN001
+        exp = store.new_experiment(camp.id, status="done" if verdict else "judging", verdict=verdict,
+                                   finished_at=now() if verdict else None)
+        for seed, value in enumerate(values, 1):
+            store.add(Run(experiment_id=exp.id, seed=seed, status="ok", metrics_json=json.dumps({"loss": value})))
+        return exp
+
+    baseline = experiment("baseline", [1.0, 1.02, 0.98])
+    kept_meanwhile = experiment("keep", [0.50, 0.51, 0.49])
+    late = experiment(None, [0.70, 0.71, 0.69])  # beat the baseline when judged, not the keep that came first
+    flow = ExperimentFlow.__new__(ExperimentFlow)
+    flow.ctx = SimpleNamespace(store=store, campaign=camp)
+    flow.pb = SimpleNamespace(objective=Objective(metric="loss", confirm_seeds=3, alpha=0.05))
+    flow.roles = SimpleNamespace(critic=Critic(flow.pb.objective))
+    stale = Verdict("keep", "beats the baseline", 0.7, 0.01, 0.001, reference=baseline.number)
+    again = flow._recheck(store.experiment(camp.id, late.number), stale)
+    assert again.verdict == "discard" and f"exp-{kept_meanwhile.number} was kept meanwhile" in again.reason
+    fresh = Verdict("keep", "beats it", 0.7, 0.01, 0.001, reference=kept_meanwhile.number)
+    assert flow._recheck(store.experiment(camp.id, late.number), fresh) is fresh
+    assert isinstance(store.experiment(camp.id, late.number), Experiment)

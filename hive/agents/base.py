@@ -105,3 +105,4 @@ class Verdict:
     p_value: float | None = None
     seeds_wanted: int = 0
     lesson: str = ""
+    reference: int | None = None  # the best experiment it was compared with

@@ -38,5 +38,12 @@ def campaign_view(store: Store, campaign_id: int, playbook: Playbook, recent: in
         leaderboard=[brief(e) for e in store.leaderboard(campaign_id, obj.direction, 10)],
         recent=[brief(e, with_diff=True) for e in finished],
         in_flight=[brief(e) for e in in_flight if e.kind != "baseline"],
-        lessons=[lesson.text for lesson in store.lessons(campaign_id, 30)],
+        lessons=_lessons(store, campaign_id),
     )
+
+
+def _lessons(store: Store, campaign_id: int, recent: int = 30) -> list[str]:
+    """Every lesson a human gave (a rejected pull request), then the critic's most recent ones."""
+    human = [lesson.text for lesson in store.lessons(campaign_id, 200, source="human")]
+    latest = [lesson.text for lesson in store.lessons(campaign_id, recent) if lesson.text not in human]
+    return human + latest

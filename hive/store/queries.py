@@ -167,9 +167,13 @@ class Store:
                  .order_by(col(Event.id).desc()).limit(limit))
             return list(reversed(s.exec(q).all()))
 
-    def lessons(self, campaign_id: int, limit: int = 50) -> Sequence[Lesson]:
+    def lessons(self, campaign_id: int, limit: int = 50, source: str | None = None) -> Sequence[Lesson]:
+        """The latest lessons, oldest first (only those from `source` when given)."""
         with self.session() as s:
-            q = select(Lesson).where(Lesson.campaign_id == campaign_id).order_by(col(Lesson.id).desc()).limit(limit)
+            q = select(Lesson).where(Lesson.campaign_id == campaign_id)
+            if source is not None:
+                q = q.where(Lesson.source == source)
+            q = q.order_by(col(Lesson.id).desc()).limit(limit)
             return list(reversed(s.exec(q).all()))
 
     def llm_totals(self, campaign_id: int, experiment_number: int | None = None) -> dict[str, float]:
