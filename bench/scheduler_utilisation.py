@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=3, help="workloads to measure (seeds 0..N-1)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scheduler_utilisation.json")
-    parser.add_argument("--starvation-limits", default=f"{DEFAULT_LIMIT},8",
+    parser.add_argument("--starvation-limits", default=f"{DEFAULT_LIMIT},4",
                         help="backfill bounds to measure; the first is the scheduler's default")
     args = parser.parse_args()
     limits = [int(x) for x in args.starvation_limits.split(",")]

@@ -181,6 +181,7 @@ class Scheduler(Strict):
     slots: int | None = Field(None, ge=1, description="override the number of concurrent runs")
     max_utilisation: int = Field(10, ge=0, le=100, description="a GPU busier than this (percent) counts as taken")
     lookahead: int = Field(1, ge=0, description="experiments proposed and coded ahead of a free slot")
+    starvation_limit: int = Field(8, ge=0, description="how often smaller runs may overtake a waiting larger one")
 
 
 class Playbook(Strict):
@@ -272,7 +273,8 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 def _format_error(origin: str, exc: ValidationError) -> str:
     errors = exc.errors()
     first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).endswith("Binding") and p not in ("LocalExecutor", "DockerExecutor", "SlurmExecutor"))
+    loc = ".".join(_loc_part(p) for p in first["loc"]
+                   if not str(p).endswith("Binding") and p not in ("LocalExecutor", "DockerExecutor", "SlurmExecutor"))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -284,7 +286,13 @@ def _format_error(origin: str, exc: ValidationError) -> str:
         msg = msg.replace("Input tag", "kind").replace("does not match any of the expected tags:", "is not one of")
     extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     where = f"{loc}: " if loc else ""
-    return f"{origin}: {where}{msg}{extra}"
+    # one line, whatever odd key or value the file holds
+    return f"{origin}: {where}{msg}{extra}".replace("\n", "\\n")
+
+
+def _loc_part(part: object) -> str:
+    text = str(part)
+    return text if re.fullmatch(r"[A-Za-z0-9_.-]+", text) else repr(text)
 
 
 def load_playbook(path: str | Path, overrides: list[str] | None = None, check_source: bool = True) -> Playbook:

@@ -250,7 +250,9 @@ async def test_engine_under_the_tui_pull_request_actions_then_quit_stops_it_clea
     from tui.engine import EngineThread
 
     home = tmp_path / "ws"
-    engine = EngineThread(load_playbook(PLAYBOOKS / "quickstart.yaml", ["budget.max_experiments=50"]), home).start()
+    # slow enough runs and a large budget: the campaign must still be running when the TUI quits
+    engine = EngineThread(load_playbook(PLAYBOOKS / "quickstart.yaml", [
+        "budget.max_experiments=500", "run.command=sleep 0.3 && python train.py"]), home).start()
     app = HiveApp(home, engine.name, engine=engine, refresh_seconds=3600, export_dir=tmp_path / "out")
     async with app.run_test(size=(80, 24)) as pilot:
         header = app.screen.query_one(HeaderPanel)

@@ -59,7 +59,7 @@ class Scheduler:
     """
 
     def __init__(self, inventory: GpuInventory, cpu_slots: int | None = None, max_utilisation: int = 10,
-                 starvation_limit: int = 4, poll_interval: float = POLL_SECONDS):
+                 starvation_limit: int = 8, poll_interval: float = POLL_SECONDS):
         self.inventory = inventory
         default_cores = inventory.cores if isinstance(inventory, CpuInventory) else (os.cpu_count() or 1)
         self.cpu_slots = max(1, cpu_slots or default_cores)
@@ -253,4 +253,5 @@ def make_scheduler(config: playbook.Scheduler, resources: playbook.Resources) ->
     inventory = make_inventory(config.inventory, config.simulate_gpus, config.simulated_memory_mb,
                                cpu_threads=resources.cpu_threads)
     cpu_slots = config.slots * resources.cpu_threads if config.slots else None
-    return Scheduler(inventory, cpu_slots=cpu_slots, max_utilisation=config.max_utilisation)
+    return Scheduler(inventory, cpu_slots=cpu_slots, max_utilisation=config.max_utilisation,
+                     starvation_limit=config.starvation_limit)
