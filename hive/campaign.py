@@ -23,7 +23,6 @@ from hive.store import Campaign, Experiment, Run, Store, database_url, make_engi
 from hive.store.models import now
 from hive.workspace import Workspace
 
-IN_FLIGHT = ("proposed", "coding", "running", "judging")
 
 
 def home_dir(workspaces: str | Path | None = None) -> Path:

@@ -173,7 +173,7 @@ def gpus(campaign: Optional[str] = typer.Argument(None, help="campaign whose run
     """The machine's GPUs (or CPU slots): memory, utilisation, and which runs of a campaign hold them."""
     from hive.campaign import home_dir
 
-    data = _gpus_data(home_dir(workspaces), campaign, simulate_gpus)
+    data = views.gpus_data(home_dir(workspaces), campaign, simulate_gpus)
     lines = []
     if data["devices"]:
         lines.append(f"{'GPU':<4} {'NAME':<24} {'FREE/TOTAL MB':>15} {'UTIL':>5}  HELD BY")
@@ -187,44 +187,6 @@ def gpus(campaign: Optional[str] = typer.Argument(None, help="campaign whose run
     if data["note"]:
         lines.append(data["note"])
     _emit(data, as_json, "\n".join(lines))
-
-
-def _gpus_data(home: Path, name: str | None, simulate_gpus: int | None) -> dict[str, Any]:
-    """Devices from the inventory (the campaign's, when named) and the campaign's running seeds that hold them."""
-    from dataclasses import asdict
-
-    from hive.campaign import IN_FLIGHT, find_campaign
-    from hive.scheduler import make_inventory
-
-    running, note, scheduler, threads = [], "", {}, 1
-    try:
-        store, camp = find_campaign(home, name)
-    except BadInput as exc:
-        if name is not None:
-            raise
-        store = camp = None
-        if "none yet" not in str(exc):  # several campaigns: say how to pick one
-            note = "name a campaign to see which of its runs hold the devices"
-    if camp is not None:
-        playbook = json.loads(camp.playbook_json or "{}")
-        scheduler = playbook.get("scheduler") or {}
-        threads = ((playbook.get("run") or {}).get("resources") or {}).get("cpu_threads", 1)
-        exps = {e.id: e.number for e in store.experiments(camp.id, statuses=IN_FLIGHT)}
-        for exp_id, runs in store.runs_for(list(exps)).items():
-            running += [{"campaign": camp.name, "experiment": exps[exp_id], "seed": r.seed, "started_at": r.started_at,
-                         "devices": [int(d) for d in r.devices.split(",") if d.strip()]}
-                        for r in runs if r.status == "running"]
-    if simulate_gpus:
-        inventory = make_inventory("simulated", simulate_gpus)
-    else:
-        inventory = make_inventory(scheduler.get("inventory", "auto"), scheduler.get("simulate_gpus", 0),
-                                   scheduler.get("simulated_memory_mb", 81920), cpu_threads=threads)
-    devices = [{**asdict(d), "held_by": [f"{r['campaign']} exp-{r['experiment']}/seed-{r['seed']}" for r in running
-                                          if d.index in r["devices"]]} for d in inventory.devices()]
-    if hasattr(inventory, "close"):
-        inventory.close()
-    return {"inventory": inventory.kind, "devices": devices, "cpu_slots": getattr(inventory, "slots", None),
-            "campaign": camp.name if camp else None, "running": running, "note": note}
 
 
 PrCampaignOpt = typer.Option(None, "--campaign", help="campaign name (default: the only one)")

@@ -12,11 +12,12 @@ from typing import Callable
 
 from hive.agents.critic import Critic
 from hive.agents.knob_coder import KnobCoder
-from hive.campaign import IN_FLIGHT, CampaignContext, open_campaign, run_baseline
+from hive.campaign import CampaignContext, open_campaign, run_baseline
 from hive.errors import BadInput, BudgetExhausted, HiveError
 from hive.graph import ExperimentFlow, Roles, Stopped
 from hive.playbook import Playbook
 from hive.store import Campaign, Experiment
+from hive.store.queries import IN_FLIGHT
 from hive.store.models import now
 
 SLURM_JOBS_IN_FLIGHT = 4  # default cap on queued + running jobs when the cluster does the placing

@@ -14,9 +14,8 @@ from sqlmodel import col, select
 
 from hive.errors import BadInput
 from hive.store import Campaign, Experiment, PullRequest, Run, Store
-from hive.store.queries import RANKED_VERDICTS
+from hive.store.queries import IN_FLIGHT, RANKED_VERDICTS
 
-IN_FLIGHT = ("proposed", "coding", "running", "judging")
 LEADERBOARD_ROWS = 50
 EVENT_ROWS = 100
 PLOT_BUCKETS = 120

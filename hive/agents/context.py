@@ -5,8 +5,8 @@ from __future__ import annotations
 from hive.agents.base import CampaignView, ExperimentBrief
 from hive.playbook import Playbook
 from hive.store import Experiment, Store
+from hive.store.queries import IN_FLIGHT
 
-IN_FLIGHT = ("proposed", "coding", "running", "judging")
 DIFF_LIMIT = 3000
 
 

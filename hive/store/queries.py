@@ -15,6 +15,7 @@ from hive.store.models import Campaign, Event, Experiment, Lesson, LlmCall, Pull
 
 T = TypeVar("T", bound=SQLModel)
 FINISHED = "done"
+IN_FLIGHT = ("proposed", "coding", "running", "judging")  # experiment statuses before "done"
 RANKED_VERDICTS = ("baseline", "keep", "discard")
 
 
@@ -69,19 +70,23 @@ class Store:
     # -- experiments -------------------------------------------------------
     def new_experiment(self, campaign_id: int, **fields: Any) -> Experiment:
         """Insert an experiment under the next free number (unique even with concurrent writers)."""
+        return self._insert_numbered(Experiment, campaign_id, fields)
+
+    def _insert_numbered(self, model: type[T], campaign_id: int, fields: dict[str, Any]) -> T:
+        """Insert a row numbered max + 1 within its campaign; a concurrent writer's number collision retries."""
         for _ in range(20):
             with self.session() as s:
-                top = s.exec(select(func.max(Experiment.number)).where(Experiment.campaign_id == campaign_id)).one()
-                exp = Experiment(campaign_id=campaign_id, number=(top or 0) + 1, **fields)
-                s.add(exp)
+                top = s.exec(select(func.max(model.number)).where(model.campaign_id == campaign_id)).one()
+                row = model(campaign_id=campaign_id, number=(top or 0) + 1, **fields)
+                s.add(row)
                 try:
                     s.commit()
                 except IntegrityError:
                     s.rollback()
                     continue
-                s.refresh(exp)
-                return exp
-        raise RuntimeError("could not allocate an experiment number after 20 tries")
+                s.refresh(row)
+                return row
+        raise RuntimeError(f"could not allocate a {model.__name__} number after 20 tries")
 
     def experiment(self, campaign_id: int, number: int) -> Experiment | None:
         with self.session() as s:
@@ -196,20 +201,8 @@ class Store:
             return s.exec(q.order_by(col(PullRequest.number))).all()
 
     def new_pull_request(self, campaign_id: int, **fields: Any) -> PullRequest:
-        for _ in range(20):
-            with self.session() as s:
-                top = s.exec(select(func.max(PullRequest.number)).where(PullRequest.campaign_id == campaign_id)).one()
-                pr = PullRequest(campaign_id=campaign_id, number=(top or 0) + 1, **fields)
-                s.add(pr)
-                try:
-                    s.commit()
-                except IntegrityError:
-                    s.rollback()
-                    continue
-                s.refresh(pr)
-                return pr
-        raise RuntimeError("could not allocate a pull-request number after 20 tries")
-
+        """Insert a pull-request record under the campaign's next number."""
+        return self._insert_numbered(PullRequest, campaign_id, fields)
 
 def to_dict(obj: SQLModel) -> dict[str, Any]:
     """A row as JSON-ready data (datetimes as ISO strings, JSON columns decoded)."""
@@ -223,4 +216,4 @@ def to_dict(obj: SQLModel) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Store", "to_dict", "now"]
+__all__ = ["IN_FLIGHT", "Store", "to_dict", "now"]
