@@ -80,11 +80,52 @@ class CampaignLock:
         self._fh.write(str(os.getpid()))
         self._fh.flush()
 
+    def holder(self) -> int | None:
+        """The pid of the process driving the campaign, or None when nobody holds the lock."""
+        if not self.path.exists():
+            return None
+        with open(self.path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                text = fh.read().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return None
+
     def release(self) -> None:
         if self._fh is not None:
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+
+
+def stop_campaign(home: Path, name: str | None, wait: float = 60.0,
+                  tick: Callable[[], None] | None = None) -> tuple[str, int | None]:
+    """Ask the process running a campaign to stop cleanly (SIGTERM, as Ctrl-C); wait until it has.
+
+    Returns the campaign name and the pid that was stopped (None when the campaign was not running).
+    """
+    import signal
+    import time
+
+    _, camp = find_campaign(home, name)
+    lock = CampaignLock(home / camp.name / "campaign.lock")
+    pid = lock.holder()
+    if pid is None:
+        return camp.name, None
+    if pid <= 0:
+        raise HiveError(f"campaign {camp.name} is locked but its lock file names no process")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while lock.holder() is not None:
+        if time.monotonic() > deadline:
+            raise HiveError(f"campaign {camp.name} (pid {pid}) did not stop within {wait:g} s")
+        if tick:
+            tick()
+        time.sleep(0.5)
+    return camp.name, pid
 
 
 @dataclass

@@ -154,6 +154,23 @@ def show(experiment: int = typer.Argument(..., help="experiment number"),
             print(views.read_log(run["log_path"]))
 
 
+@app.command()
+def stop(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
+         wait: float = typer.Option(120.0, "--wait", min=0, help="seconds to wait for it to finish stopping"),
+         workspaces: Optional[Path] = WorkspacesOpt) -> None:
+    """Stop a running campaign cleanly from another terminal (like Ctrl-C: runs cancelled, records kept)."""
+    from hive.campaign import home_dir, stop_campaign
+
+    def tick() -> None:
+        print(".", end="", file=sys.stderr, flush=True)
+
+    name, pid = stop_campaign(home_dir(workspaces), campaign, wait, tick)
+    if pid is None:
+        print(f"campaign {name} is not running")
+    else:
+        print(f"\nstopped campaign {name} (pid {pid}); `hive start` resumes it", file=sys.stderr)
+
+
 @app.command("tui")
 def tui_command(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
                 workspaces: Optional[Path] = WorkspacesOpt) -> None:

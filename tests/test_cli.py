@@ -55,3 +55,27 @@ def test_show_unknown_experiment_is_exit_2(hive):
     assert hive("start", QUICK, "--headless", "--max-experiments", "1").returncode == 0
     result = hive("show", "99")
     assert result.returncode == 2 and "no experiment 99" in result.stderr
+
+
+def test_hive_stop_stops_a_running_campaign_from_another_process(hive, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HIVE_HOME": str(tmp_path / "workspaces")}
+    env.pop("HIVE_DB_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "hive", "start", QUICK, "--headless", "--max-experiments", "200",
+                             "-c", "run.command=sleep 1 && python train.py"], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "workspaces" / "quickstart" / "hive.db").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)
+    result = hive("stop", "quickstart", "--wait", "60")
+    assert result.returncode == 0, result.stderr
+    assert f"(pid {proc.pid})" in result.stderr
+    assert proc.wait(timeout=10) == 0
+    assert json.loads(hive("status", "--json").stdout)["status"] == "stopped"
+    again = hive("stop", "quickstart")
+    assert again.returncode == 0 and "not running" in again.stdout
