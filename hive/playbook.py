@@ -25,7 +25,6 @@ class Resources(Strict):
     gpus: int = Field(0, ge=0, description="GPUs per run (0 = CPU only)")
     min_free_memory_mb: int = Field(0, ge=0, description="only place a run on GPUs with this much free memory")
     cpu_threads: int = Field(1, ge=1, description="threads per run; CPU slots = cores / threads")
-    exclusive: bool = Field(True, description="a GPU run owns its devices alone")
     memory_mb: int | None = Field(None, ge=16, description="address-space limit per run (an rlimit locally)")
 
 

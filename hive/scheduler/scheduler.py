@@ -1,4 +1,4 @@
-"""Leases of GPUs and CPU slots: first come first served, bounded backfill, never two runs on one exclusive device."""
+"""Leases of GPUs and CPU slots: first come first served, bounded backfill, never two runs on one device."""
 
 from __future__ import annotations
 
