@@ -30,6 +30,7 @@ class LocalExecutor:
         env = dict(request.env)
         if request.devices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in request.devices)
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # NVML's numbering, which the scheduler leased by
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env.setdefault(var, str(request.threads))
         env[RUN_MARK] = request.label or str(request.log_path)
