@@ -36,7 +36,8 @@ FRESH_SEEDS = [101, 102, 103]
 
 
 def short_runs(iterations: int) -> list[str]:
-    return [f"run.env.ITERATIONS={iterations}", "run.env.MAX_WALLCLOCK_SECONDS=0"]
+    # a short fixed step count, and a time limit that kills configurations far too big for it
+    return [f"run.env.ITERATIONS={iterations}", "run.env.MAX_WALLCLOCK_SECONDS=0", "run.timeout=150"]
 
 
 def run_campaign(home: Path, name: str, overrides: list[str], experiments: int) -> dict:
@@ -50,8 +51,11 @@ def run_campaign(home: Path, name: str, overrides: list[str], experiments: int) 
     proc = subprocess.run(args, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"campaign {name} failed: {proc.stderr[-1500:]}")
-    status = json.loads(subprocess.run([sys.executable, "-m", "hive", "status", name, "--json"], env=env,
-                                       capture_output=True, text=True, check=True).stdout)
+    shown = subprocess.run([sys.executable, "-m", "hive", "status", name, "--json"], env=env,
+                           capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise SystemExit(f"hive status {name} failed: {shown.stderr[-1500:]}")
+    status = json.loads(shown.stdout)
     status["wall_seconds"] = time.monotonic() - started
     return status
 

@@ -58,6 +58,9 @@ def find_campaign(home: Path, name: str | None) -> tuple[Store, Campaign]:
     return store, campaign
 
 
+SETUP_DONE = ".setup-done"  # written once the playbook's setup command has succeeded
+
+
 class CampaignLock:
     """An exclusive lock on a campaign folder, so two `hive start` never drive one campaign."""
 
@@ -178,12 +181,13 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
             name, playbook_path=str(playbook.path or ""), playbook_json=playbook.model_dump_json(),
             objective_metric=playbook.objective.metric, direction=playbook.objective.direction)
         workspace = Workspace(root, name)
-        fresh_repo = not workspace.exists()
         baseline = workspace.create(playbook)
-        if fresh_repo and playbook.setup:
-            _run_setup(playbook, workspace)
-        workspace.prepare_harness(playbook)
+        if playbook.setup and not (root / SETUP_DONE).exists():
+            _run_setup(playbook, workspace, echo)
+            (root / SETUP_DONE).write_text(playbook.setup)
         orphans = reap_orphans(workspace.logs)
+        # writes a killed run made into the checkout are undone before anything runs again
+        workspace.restore_repo()
         orphans += reap_leftovers(playbook.executor, name, workspace.logs)
         campaign = store.update(Campaign, campaign.id, baseline_commit=baseline, status="running",
                                 playbook_json=playbook.model_dump_json(), started_at=campaign.started_at or now(),
@@ -202,12 +206,23 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
         raise
 
 
-def _run_setup(playbook: Playbook, workspace: Workspace) -> None:
+def _run_setup(playbook: Playbook, workspace: Workspace, echo: Callable[[str], None] | None) -> None:
+    """Run the playbook's setup once in the campaign repo; what it leaves there is excluded from git."""
     import subprocess
 
-    proc = subprocess.run(playbook.setup, shell=True, cwd=workspace.repo_dir, capture_output=True, text=True)
+    if echo:
+        echo(f"setup: {playbook.setup}")
+    log = workspace.root / "setup.log"
+    with open(log, "w") as out:
+        proc = subprocess.run(playbook.setup, shell=True, cwd=workspace.repo_dir, stdout=out, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        raise HiveError(f"setup command failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
+        raise HiveError(f"setup command failed (exit {proc.returncode}; {log}): {tail[-300:]}")
+    # data a setup downloads is not an agent's change and must survive the repo's clean-ups
+    created = workspace.repo_changes()
+    if created:
+        with open(workspace.repo_dir / ".git" / "info" / "exclude", "a") as fh:
+            fh.write("".join(f"/{path}\n" for path in created))
 
 
 def record_seed(ctx: CampaignContext, exp: Experiment, seed: int, outcome: SeedOutcome, devices: list[int]) -> Run:

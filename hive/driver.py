@@ -20,6 +20,7 @@ from hive.store import Campaign, Experiment
 from hive.store.queries import IN_FLIGHT
 from hive.store.models import now
 
+INTERNAL_ERRORS = "three internal errors in a row (see the event feed)"
 SLURM_JOBS_IN_FLIGHT = 4  # default cap on queued + running jobs when the cluster does the placing
 
 
@@ -52,12 +53,14 @@ def make_roles(ctx: CampaignContext) -> Roles:
 
 
 def budget_reason(ctx: CampaignContext, started: float) -> str | None:
-    """Why no new experiment may start, or None while the budget lasts."""
+    """Why no new experiment may start, or None while the budget lasts (wall time counts every start)."""
     budget = ctx.playbook.budget
     cid = ctx.campaign.id
+    active = ctx.campaign.active_seconds + time.monotonic() - started
+    ctx.store.update(Campaign, cid, active_seconds=active, updated_at=now())
     if budget.max_experiments is not None and ctx.store.count_experiments(cid) >= budget.max_experiments:
         return f"max_experiments ({budget.max_experiments}) reached"
-    if budget.max_hours is not None and time.monotonic() - started >= budget.max_hours * 3600:
+    if budget.max_hours is not None and active >= budget.max_hours * 3600:
         return f"max_hours ({budget.max_hours:g}) reached"
     if budget.max_dollars is not None and ctx.store.llm_totals(cid)["dollars"] >= budget.max_dollars:
         return f"max_dollars (${budget.max_dollars:g}) spent"
@@ -117,7 +120,7 @@ async def drive(ctx: CampaignContext) -> str:
                 reason = "budget spent"
                 break
             if internal_errors >= 3:
-                reason = "three internal errors in a row (see the event feed)"
+                reason = INTERNAL_ERRORS
                 break
         if tasks:
             ctx.feed("campaign", f"waiting for {len(tasks)} experiment(s) in flight ({reason})")
@@ -155,6 +158,8 @@ async def _experiment(ctx: CampaignContext, graph, number: int) -> None:  # noqa
         exp = ctx.store.experiment(ctx.campaign.id, number)
         if exp is None or exp.status == "done":
             return
+        # starting over proposes a new change: runs of the old commit must not be judged as its
+        ctx.store.delete_runs(exp.id)
     await graph.ainvoke({"number": number}, config, durability="sync")
 
 
@@ -196,9 +201,11 @@ def start(playbook: Playbook, home: Path, name: str | None = None,
     previous = _install_stop_handlers(ctx)
     try:
         reason = asyncio.run(drive(ctx))
-        stopped = ctx.stop.is_set()
+        stopped = ctx.stop.is_set() or reason == INTERNAL_ERRORS
         ctx.store.update(Campaign, ctx.campaign.id, status="stopped" if stopped else "finished", updated_at=now())
         ctx.feed("campaign", "stopped; `hive start` again resumes" if stopped else f"finished: {reason}")
+        if reason == INTERNAL_ERRORS:
+            raise HiveError(f"campaign stopped after {reason}")
         return ctx
     finally:
         for sig, handler in previous.items():

@@ -203,23 +203,26 @@ class ExperimentFlow:
         metric = self.pb.objective.metric
         wall = sum(r.wall_seconds or 0 for r in runs)
         res = self.pb.run.resources
+        excess = constraint_excess(self.pb.objective, runs[0].metrics) if runs else []
+        # the proposer learns first: a kill after this line must not leave its trial open
+        await asyncio.to_thread(self.roles.proposer.observe, proposal, Outcome(number, v.verdict, v.mean, excess))
+        finished = now()
         if v.verdict == "keep":
             async with self._keep_lock:
                 v = self._recheck(exp, v)
                 if v.verdict == "keep":
+                    # the store says "keep" before git moves, so a crash in between is finished by a re-run
+                    self._update(number, verdict="keep", metric_mean=v.mean, finished_at=finished)
                     await self._keep(exp, v)
-        lesson = lesson_for(exp.hypothesis, v, metric)
-        if not any(lesson_row.experiment_number == number for lesson_row in store.lessons(cid, 5)):
-            store.add(Lesson(campaign_id=cid, experiment_number=number, source="critic", text=lesson))
+        if not store.has_lesson(cid, number):
+            store.add(Lesson(campaign_id=cid, experiment_number=number, source="critic",
+                             text=lesson_for(exp.hypothesis, v, metric)))
         llm = store.llm_totals(cid, number)
-        excess = constraint_excess(self.pb.objective, runs[0].metrics) if runs else []
         self._update(number, status="done", verdict=v.verdict, verdict_reason=v.reason, metric_mean=v.mean,
                      metric_std=v.std, p_value=v.p_value, n_seeds=sum(r.status == "ok" for r in runs),
-                     cpu_seconds=wall * res.cpu_threads, gpu_seconds=wall * res.gpus, tokens=llm["prompt_tokens"] + llm["completion_tokens"],
-                     dollars=llm["dollars"],
-                     finished_at=now())
-        await asyncio.to_thread(self.roles.proposer.observe, proposal,
-                                Outcome(number, v.verdict, v.mean, excess))
+                     cpu_seconds=wall * res.cpu_threads, gpu_seconds=wall * res.gpus,
+                     tokens=llm["prompt_tokens"] + llm["completion_tokens"], dollars=llm["dollars"],
+                     finished_at=finished)
         self.ctx.feed("verdict", f"{v.verdict}: {v.reason}", number)
         return {}
 

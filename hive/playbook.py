@@ -215,6 +215,14 @@ class Playbook(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"knob names must be unique; repeated: {', '.join(dupes)}")
+        if self.strategist != "llm" and not self.knobs:
+            raise ValueError(f"strategist {self.strategist!r} searches the knobs, but 'knobs' is empty "
+                             f"(declare knobs, or use strategist: llm)")
+        if self.objective.confirm_seeds > len(self.run.seeds):
+            raise ValueError(f"objective.confirm_seeds ({self.objective.confirm_seeds}) needs at least that many "
+                             f"run.seeds (has {len(self.run.seeds)})")
+        if "{harness}" in self.run.command:
+            raise ValueError("run.command: {harness} is only for score.command (the run never sees the scorer)")
         return self
 
     def source_dir(self) -> Path | None:

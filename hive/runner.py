@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import shlex
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from hive.agents.knob_coder import runtime_knobs
 from hive.executors.base import Executor, RunRequest, RunResult, scrubbed_environment
-from hive.objective import metric_value, read_metrics
+from hive.objective import read_metrics
 from hive.playbook import EnvBinding, FlagBinding, Playbook
 from hive.workspace import Workspace
 
@@ -84,6 +85,38 @@ class Runner:
         self.playbook = playbook
         self.workspace = workspace
         self.executor = executor
+        # which runs are executing, and whether each overlapped another: a write into the campaign repo
+        # can be blamed on a run only when it ran alone
+        self._active: dict[int, bool] = {}
+        self._active_lock = threading.Lock()
+        self._next_id = 0
+
+    def _enter(self) -> int:
+        with self._active_lock:
+            self._next_id += 1
+            crowded = bool(self._active)
+            for key in self._active:
+                self._active[key] = True
+            self._active[self._next_id] = crowded
+            return self._next_id
+
+    def _leave(self, key: int) -> bool:
+        """End a run's watch; True when it ran alone the whole time."""
+        with self._active_lock:
+            return not self._active.pop(key)
+
+    def _foreign_writes(self, alone: bool, log_path: Path) -> str | None:
+        """Undo writes into the campaign repo; a reason to reject the run when it alone can have made them."""
+        foreign = self.workspace.repo_changes()
+        if not foreign:
+            return None
+        self.workspace.restore_repo()
+        if alone:
+            return f"the run wrote into the campaign repo: {', '.join(foreign[:3])}"
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"\n[hive] the campaign repo was written to ({', '.join(foreign[:3])}) while other runs were "
+                      f"in flight; restored, the writer is unknown\n")
+        return None
 
     def run_seed(self, number: int, seed: int, commit: str, devices: list[int] | None = None,
                  cancel: threading.Event | None = None) -> SeedOutcome:
@@ -102,17 +135,19 @@ class Runner:
         request = RunRequest(command=command, cwd=run_dir, log_path=log_path, timeout=pb.run.timeout,
                              env=scrubbed_environment(env, pb.run.pass_env), devices=devices or [],
                              threads=pb.run.resources.cpu_threads, memory_mb=pb.run.resources.memory_mb,
-                             label=f"{self.workspace.campaign}/exp-{number}/seed-{seed}",
-                             read_only={"harness": self.workspace.harness})
-        result = self.executor.run(request, cancel)
+                             label=f"{self.workspace.campaign}/exp-{number}/seed-{seed}")
+        watch = self._enter()
+        try:
+            result = self.executor.run(request, cancel)
+        finally:
+            alone = self._leave(watch)
         cap_log(log_path, pb.run.max_log_mb)
+        # a run must only write inside its own folder: writes into the campaign repo are caught here
+        tampered = self._foreign_writes(alone, log_path)
         if result.cancelled:
             return SeedOutcome("cancelled", {}, result, log_path, "cancelled")
-        # a run must only write inside its own folder: writes into the campaign repo are caught here
-        foreign = self.workspace.repo_changes()
-        if foreign:
-            self.workspace.restore_repo()
-            return SeedOutcome("tampered", {}, result, log_path, f"the run wrote into the campaign repo: {foreign[:3]}")
+        if tampered:
+            return SeedOutcome("tampered", {}, result, log_path, tampered)
         if result.timed_out:
             return SeedOutcome("timeout", {}, result, log_path, result.error)
         if result.exit_code != 0:
@@ -127,30 +162,34 @@ class Runner:
             return SeedOutcome("ok", metrics, result, log_path)
         return self._score(number, seed, run_dir, log_path, metrics, result, cancel)
 
-    def _expand(self, text: str, quote: bool = True) -> str:
-        """Fill in {harness} (the pristine protected files) and {repo} (the campaign repo, e.g. for shared data)."""
+    def _expand(self, text: str, quote: bool = True, harness: Path | None = None) -> str:
+        """Fill in {repo} (the campaign repo, e.g. for shared data) and, for a scorer, {harness}."""
         shell = shlex.quote if quote else str
-        return (text.replace("{harness}", shell(str(self.workspace.harness)))
-                .replace("{repo}", shell(str(self.workspace.repo_dir))))
+        if harness is not None:
+            text = text.replace("{harness}", shell(str(harness)))
+        return text.replace("{repo}", shell(str(self.workspace.repo_dir)))
 
     def _score(self, number: int, seed: int, run_dir: Path, log_path: Path, run_metrics: dict, result: RunResult,
                cancel: threading.Event | None) -> SeedOutcome:
         pb = self.playbook
-        # a run may have written into the pristine copy: detect it, and score from a restored one
-        if not self.workspace.harness_intact():
-            self.workspace.restore_harness(pb)
-            return SeedOutcome("tampered", run_metrics, result, log_path, "the run changed the pristine harness files")
         score_log = log_path.with_name(f"seed-{seed}.score.log")
         score_log.write_text("")
-        harness = str(self.workspace.harness)
-        command = self._expand(pb.score.command)
+        # the scorer runs from protected files copied out of git now, after the run has ended
+        # (at a path no run can know in advance)
+        harness = Path(tempfile.mkdtemp(prefix=f"seed-{seed}.harness-", dir=run_dir.parent))
+        self.workspace.fresh_harness(harness, pb)
+        command = self._expand(pb.score.command, harness=harness)
         # the scorer reads the run's output files but must not be fooled by a metrics.json the run wrote
         (run_dir / "metrics.json").unlink(missing_ok=True)
+        env = {k: self._expand(v, quote=False, harness=harness) for k, v in pb.run.env.items()}
         request = RunRequest(command=command, cwd=run_dir, log_path=score_log, timeout=pb.score.timeout,
-                             env=scrubbed_environment({**pb.run.env, "HIVE_HARNESS": harness}, pb.run.pass_env),
+                             env=scrubbed_environment({**env, "HIVE_HARNESS": str(harness)}, pb.run.pass_env),
                              threads=pb.run.resources.cpu_threads, label=f"score exp-{number}/seed-{seed}",
-                             read_only={"harness": self.workspace.harness})
-        scored = self.executor.run(request, cancel)
+                             read_only={"harness": harness})
+        try:
+            scored = self.executor.run(request, cancel)
+        finally:
+            shutil.rmtree(harness, ignore_errors=True)
         cap_log(score_log, pb.run.max_log_mb)
         text = log_tail(score_log, PARSE_TAIL_BYTES)
         with open(log_path, "a", encoding="utf-8") as log:
@@ -164,12 +203,3 @@ class Runner:
         metrics["wall_seconds"] = round(result.wall_seconds, 3)
         metrics["score_seconds"] = round(scored.wall_seconds, 3)
         return SeedOutcome("ok", metrics, result, log_path)
-
-
-def summarize_metrics(metrics: dict, key: str) -> str:
-    value = metric_value(metrics, key)
-    return f"{key}={value:.6g}" if value is not None else f"{key} missing"
-
-
-def dumps(metrics: dict) -> str:
-    return json.dumps(metrics, sort_keys=True, default=str)

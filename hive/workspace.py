@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import shutil
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import git
@@ -22,7 +21,7 @@ SKIP_DIRS = {".git", "__pycache__", ".venv", "workspaces", ".pytest_cache"}
 
 
 class Workspace:
-    """Everything under `workspaces/<campaign>/`: repo/, trees/, runs/, harness/, logs/."""
+    """Everything under `workspaces/<campaign>/`: repo/, trees/, runs/, logs/."""
 
     def __init__(self, root: Path, campaign: str):
         self.campaign = campaign
@@ -30,8 +29,8 @@ class Workspace:
         self.repo_dir = self.root / "repo"
         self.trees = self.root / "trees"
         self.runs = self.root / "runs"
-        self.harness = self.root / "harness"
         self.logs = self.root / "logs"
+        self._repo_lock = threading.Lock()  # runs finish in threads; one git command on the checkout at a time
 
     # -- names -------------------------------------------------------------
     def branch(self, number: int) -> str:
@@ -125,13 +124,15 @@ class Workspace:
 
     def repo_changes(self) -> list[str]:
         """Paths changed in the campaign repo's own checkout (nothing of Hive's writes there after creation)."""
-        out = self._git("status", "--porcelain", "--untracked-files=all")
+        with self._repo_lock:
+            out = self._git("--no-optional-locks", "status", "--porcelain", "--untracked-files=all")
         return [line[3:] for line in out.splitlines() if line.strip()]
 
     def restore_repo(self) -> None:
         """Undo foreign writes to the campaign repo's checkout (ignored files, e.g. a setup's outputs, stay)."""
-        self._git("reset", "-q", "--hard")
-        self._git("clean", "-q", "-fd")
+        with self._repo_lock:
+            self._git("reset", "-q", "--hard")
+            self._git("clean", "-q", "-fd")
 
     # -- worktrees (where the coder edits) -----------------------------------
     def worktree(self, number: int, base_commit: str, reset: bool = True) -> Path:
@@ -244,36 +245,15 @@ class Workspace:
         files = self._git("ls-tree", "-r", "--name-only", commit).splitlines()
         return [f for f in files if matches_any(f, playbook.protected)]
 
-    def prepare_harness(self, playbook: Playbook) -> Path:
-        """The pristine copy of the protected files at the baseline commit, with a manifest of their hashes."""
-        baseline = self.baseline_commit()
-        manifest = self.harness / ".hive-manifest.json"
-        if manifest.exists() and self.harness_intact():
-            return self.harness
-        files = self.protected_files(baseline, playbook)
-        self.harness.mkdir(parents=True, exist_ok=True)
+    def fresh_harness(self, dest: Path, playbook: Playbook) -> Path:
+        """A new copy of the protected files at the baseline commit, made after the run it scores has ended.
+
+        No run ever sees the folder its scorer runs from, so nothing a run does can change how it is scored.
+        """
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        files = self.protected_files(self.baseline_commit(), playbook)
         if files:
-            self._extract(baseline, self.harness, files)
-        manifest.write_text(json.dumps({f: _sha256(self.harness / f) for f in files}, indent=1))
-        return self.harness
-
-    def harness_intact(self) -> bool:
-        """True when every pristine file still has the hash it was copied with (a run may try to overwrite it)."""
-        manifest = self.harness / ".hive-manifest.json"
-        if not manifest.exists():
-            return False
-        expected = json.loads(manifest.read_text())
-        return all((self.harness / f).is_file() and _sha256(self.harness / f) == h for f, h in expected.items())
-
-    def restore_harness(self, playbook: Playbook) -> Path:
-        """Rewrite the pristine copy from git, whatever happened to it."""
-        (self.harness / ".hive-manifest.json").unlink(missing_ok=True)
-        return self.prepare_harness(playbook)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            self._extract(self.baseline_commit(), dest, files)
+        return dest

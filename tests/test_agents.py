@@ -65,6 +65,10 @@ def test_welch_direction_and_shift():
     shifted = Objective(metric="m", direction="maximize", min_delta=1.5)
     assert welch_p_value(shifted, [2.0, 2.1, 1.9], [1.0, 1.1, 0.9]) > 0.5
     assert welch_p_value(obj, [1.0], [1.0, 2.0]) is None
+    # a best with one value (its other seeds failed): a one-sample test, not a keep on the mean alone
+    lone = Objective(metric="m", direction="minimize", min_delta=0.0)
+    assert welch_p_value(lone, [0.5, 1.3, 0.9], [1.0]) > 0.3
+    assert welch_p_value(lone, [0.50, 0.51, 0.49], [1.0]) < 0.01
 
 
 SOURCE = '''import os
@@ -94,6 +98,9 @@ def test_rewrite_keeps_everything_else_byte_for_byte():
     assert "NEG = -7" in out and "    LR = 5" in out
     assert read_value(out, "DIM") == 384 and read_value(out, "WD") == 0.05 and read_value(out, "LR") == 0.1
     assert rewrite_assignment("X = 1\n", "X", 2.0) == "X = 2.0\n"
+    # characters str.splitlines breaks at but Python does not (form feed, line separator) shift nothing
+    assert rewrite_assignment("# page\x0c\nLR = 0.1\nSTEPS = 40\n", "STEPS", 99).endswith("STEPS = 99\n")
+    assert "LR = 0.5" in rewrite_assignment("# a \u2028 b\nLR = 0.1\n", "LR", 0.5)
     with pytest.raises(EditRejected):
         rewrite_assignment(SOURCE, "MISSING", 1)
 
@@ -122,7 +129,6 @@ def test_knob_coder_files_flags_and_env_reach_the_run(tmp_path):
     commit = ws.commit(tree, "exp-2")
     assert ws.illegal_changes(base, commit, pb) == []
     assert runtime_knobs(tree) == {"ACT": "gelu", "STEPS": 7}
-    ws.prepare_harness(pb)
     outcome = Runner(pb, ws, LocalExecutor()).run_seed(2, 1, commit)
     assert outcome.status == "ok", outcome.error
     assert outcome.metrics["lr"] == 0.25 and outcome.metrics["argv"] == "--steps 7" and outcome.metrics["env"] == "gelu"

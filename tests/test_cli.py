@@ -79,3 +79,16 @@ def test_hive_stop_stops_a_running_campaign_from_another_process(hive, tmp_path)
     assert json.loads(hive("status", "--json").stdout)["status"] == "stopped"
     again = hive("stop", "quickstart")
     assert again.returncode == 0 and "not running" in again.stdout
+
+
+def test_a_failed_setup_is_retried_and_its_outputs_are_not_taken_for_tampering(hive, tmp_path):
+    failing = hive("start", QUICK, "--headless", "--max-experiments", "1", "-c", "setup=echo fetching; exit 3")
+    assert failing.returncode == 1 and "setup command failed (exit 3" in failing.stderr and "fetching" in failing.stderr
+    again = hive("start", QUICK, "--headless", "--max-experiments", "1", "-c", "setup=echo fetching; exit 3")
+    assert again.returncode == 1 and "setup command failed" in again.stderr, "setup runs again until it succeeds"
+    ok = hive("start", QUICK, "--headless", "--max-experiments", "3",
+              "-c", "setup=mkdir -p cache && echo data > cache/shared.txt")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    shown = json.loads(hive("show", "1", "--json").stdout)
+    assert {r["status"] for r in shown["runs"]} == {"ok"}
+    assert (tmp_path / "workspaces" / "quickstart" / "repo" / "cache" / "shared.txt").read_text() == "data\n"

@@ -102,3 +102,32 @@ def test_missing_cwd_is_a_failed_start_not_a_crash(tmp_path):
     result = LocalExecutor().run(RunRequest(command="true", cwd=tmp_path / "nope", log_path=tmp_path / "l.log",
                                             timeout=5, env=scrubbed_environment()))
     assert result.exit_code is None and "could not start" in result.error
+
+
+def test_reap_orphans_kills_workers_whose_leader_is_gone(tmp_path):
+    import signal
+    import subprocess
+
+    from hive.executors.local import reap_orphans
+
+    env = scrubbed_environment({"HIVE_RUN": "c/exp-1/seed-1"})
+    # a leader that starts a worker in its own group, then dies: like a killed torchrun
+    leader = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess, sys, time\n"
+                               "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+                               "open('worker.pid', 'w').write(str(w.pid)); time.sleep(120)"],
+                              cwd=tmp_path, env=env, start_new_session=True)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "seed-1.log.pid").write_text(str(leader.pid))
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "worker.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker = int((tmp_path / "worker.pid").read_text())
+    os.kill(leader.pid, signal.SIGKILL)
+    leader.wait()
+    assert _alive(worker)
+    assert reap_orphans(tmp_path / "logs") == 1
+    deadline = time.monotonic() + 5
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker) and not (tmp_path / "logs" / "seed-1.log.pid").exists()

@@ -13,14 +13,13 @@ from hive.runner import Runner  # noqa: E402
 from hive.workspace import Workspace  # noqa: E402
 from tests.conftest import PLAYBOOKS  # noqa: E402
 
-TINY = ["run.env.ITERATIONS=3", "run.env.MAX_WALLCLOCK_SECONDS=0", "run.seeds=[1]"]
+TINY = ["run.env.ITERATIONS=3", "run.env.MAX_WALLCLOCK_SECONDS=0"]
 
 
 def _run(tmp_path, overrides: list[str], edit=None):  # noqa: ANN001
     pb = load_playbook(PLAYBOOKS / "param_golf.yaml", TINY + overrides)
     ws = Workspace(tmp_path / "ws", "param_golf")
     base = ws.create(pb)
-    ws.prepare_harness(pb)
     commit = base
     if edit is not None:
         tree = ws.worktree(2, base)

@@ -76,9 +76,19 @@ def test_mistakes_exit_2_with_one_line_naming_the_field(hive, book, mutate, fiel
 
 
 def test_overrides_keep_types_and_reach_lists(book):
-    pb = load_playbook(book(), ["run.timeout=42", "knobs.1.high=20", "run.seeds=[7, 8]", "budget.max_experiments=3"])
-    assert pb.run.timeout == 42 and pb.knobs[1].high == 20 and pb.run.seeds == [7, 8]
+    pb = load_playbook(book(), ["run.timeout=42", "knobs.1.high=20", "run.seeds=[7, 8, 9]", "budget.max_experiments=3"])
+    assert pb.run.timeout == 42 and pb.knobs[1].high == 20 and pb.run.seeds == [7, 8, 9]
     assert pb.budget.max_experiments == 3
+
+
+def test_cross_field_mistakes_are_caught_before_a_campaign_starts(book):
+    with pytest.raises(BadInput, match="confirm_seeds \\(3\\) needs at least that many run.seeds"):
+        load_playbook(book(), ["run.seeds=[1]"])
+    with pytest.raises(BadInput, match="'knobs' is empty"):
+        load_playbook(book(), ["knobs=[]"])
+    assert load_playbook(book(), ["knobs=[]", "strategist=llm"]).knobs == []
+    with pytest.raises(BadInput, match="only for score.command"):
+        load_playbook(book(), ["run.command=python {harness}/score.py"])
 
 
 def test_bad_override_names_the_key(book):

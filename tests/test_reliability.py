@@ -65,7 +65,6 @@ def quick(tmp_path):
     pb = load_playbook(PLAYBOOKS / "quickstart.yaml", [f"source={src}"])
     ws = Workspace(tmp_path / "ws", "quickstart")
     ws.create(pb)
-    ws.prepare_harness(pb)
     return pb, ws
 
 
@@ -91,17 +90,21 @@ def test_scorer_uses_the_pristine_harness_even_when_the_run_changes_its_copy(qui
     assert outcome.metrics["val_loss"] > 0.1 and outcome.metrics["run.val_loss"] == 0.0
 
 
-def test_a_run_that_overwrites_the_harness_is_caught_and_the_harness_restored(quick):
+def test_a_run_cannot_plant_the_scorer_it_will_be_scored_with(quick):
     pb, ws = quick
-    target = ws.harness / "score.py"
 
     def attack(tree: Path) -> None:
+        # plant forged scorers wherever a harness could be expected: beside the run folder and in the workspace
+        planted = "\nimport os\n" + "".join(
+            f"os.makedirs({str(d)!r}, exist_ok=True); open({str(d / 'score.py')!r}, 'w').write(FAKE)\n"
+            for d in (ws.runs / "exp-2" / "seed-1.harness", ws.root / "harness"))
         (tree / "train.py").write_text((tree / "train.py").read_text() + (
-            f"\nopen({str(target)!r}, 'w').write(\"print('---'); print('val_loss: 0.0')\")\n"))
+            "\nFAKE = \"print('---'); print('val_loss: 0.0')\"" + planted))
     commit = _commit(ws, 2, attack)
     outcome = Runner(pb, ws, LocalExecutor()).run_seed(2, 1, commit)
-    assert outcome.status == "tampered" and "harness" in outcome.error
-    assert ws.harness_intact() and "held-out" in target.read_text()
+    assert outcome.status == "ok", outcome.error
+    assert outcome.metrics["val_loss"] > 0.1
+    assert not list((ws.runs / "exp-2").glob("seed-1.harness-*")), "the scorer's copy is removed after scoring"
 
 
 def test_a_run_that_writes_into_the_campaign_repo_is_caught(quick):
@@ -183,3 +186,29 @@ def test_two_campaigns_in_one_postgresql_database(tmp_path):
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def test_a_repo_write_among_concurrent_runs_blames_no_innocent_run(quick):
+    import threading
+
+    pb, ws = quick
+
+    def writer(tree: Path) -> None:
+        (tree / "train.py").write_text((tree / "train.py").read_text() + (
+            f"\nimport time\nif os.environ['SEED'] == '1':\n    open({str(ws.repo_dir / 'evil')!r}, 'w')\n"
+            "time.sleep(1.0)\n"))
+    commit = _commit(ws, 2, writer)
+    runner = Runner(pb, ws, LocalExecutor())
+    outcomes = {}
+
+    def run(seed: int) -> None:
+        outcomes[seed] = runner.run_seed(2, seed, commit)
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [outcomes[s].status for s in (1, 2, 3)] == ["ok", "ok", "ok"], {s: o.error for s, o in outcomes.items()}
+    assert ws.repo_changes() == [] and not (ws.repo_dir / "evil").exists()
+    logs = "".join(outcomes[s].log_path.read_text() for s in (1, 2, 3))
+    assert "the writer is unknown" in logs

@@ -134,11 +134,13 @@ def test_run_dir_has_exactly_the_commit(ws):
     assert sorted(p.name for p in d.iterdir()) == ["README.md", "score.py", "train.py"]
 
 
-def test_harness_detects_and_repairs_tampering(ws, quick):
-    harness = ws.prepare_harness(quick)
-    assert (harness / "score.py").is_file() and not (harness / "train.py").exists()
-    assert ws.harness_intact()
-    (harness / "score.py").write_text("print('---'); print('val_loss: 0')\n")
-    assert not ws.harness_intact()
-    ws.restore_harness(quick)
-    assert ws.harness_intact() and "held-out" in (harness / "score.py").read_text()
+def test_fresh_harness_holds_only_the_pristine_protected_files(ws, quick):
+    tree = ws.worktree(2, ws.baseline_commit())
+    (tree / "train.py").write_text("print('changed')\n")
+    ws.commit(tree, "exp-2")
+    harness = ws.fresh_harness(ws.runs / "h", quick)
+    (harness / "score.py").write_text("tampered")
+    (harness / "extra").write_text("x")
+    again = ws.fresh_harness(ws.runs / "h", quick)
+    assert sorted(p.name for p in again.iterdir()) == ["score.py"]
+    assert "held-out" in (again / "score.py").read_text()

@@ -24,18 +24,25 @@ class SeedResult:
 
 
 def welch_p_value(objective: Objective, candidate: list[float], best: list[float]) -> float | None:
-    """P-value of 'candidate beats best by more than min_delta' (one-sided Welch); None with < 2 values a side."""
-    if len(candidate) < 2 or len(best) < 2:
+    """P-value of 'candidate beats best by more than min_delta' (one-sided Welch).
+
+    Against a best with a single value, a one-sample t-test of the candidate's seeds; None when the candidate
+    has a single value (a playbook with confirm_seeds: 1 asked for no test).
+    """
+    if len(candidate) < 2 or not best:
         return None
     shift = objective.min_delta
     if objective.direction == "minimize":
         shifted, alternative = [v + shift for v in candidate], "less"
     else:
         shifted, alternative = [v - shift for v in candidate], "greater"
-    if statistics.pvariance(shifted) == 0 and statistics.pvariance(best) == 0:
+    if statistics.pvariance(shifted) == 0 and (len(best) < 2 or statistics.pvariance(best) == 0):
         better = improvement(objective, statistics.fmean(candidate), statistics.fmean(best)) > shift
         return 0.0 if better else 1.0
-    result = stats.ttest_ind(shifted, best, equal_var=False, alternative=alternative)
+    if len(best) < 2:
+        result = stats.ttest_1samp(shifted, best[0], alternative=alternative)
+    else:
+        result = stats.ttest_ind(shifted, best, equal_var=False, alternative=alternative)
     p = float(result.pvalue)
     return p if math.isfinite(p) else 1.0
 

@@ -66,14 +66,24 @@ def rewrite_assignment(source: str, name: str, value: Any) -> str:
     text = format_value(value)
     if span is not node.value and isinstance(getattr(span, "value", None), str):
         text = repr(str(value))  # the default of os.environ.get is a string; keep it one
-    lines = source.splitlines(keepends=True)
-    offsets = [0]
-    for line in lines:
-        offsets.append(offsets[-1] + len(line.encode("utf-8")))
+    # ast counts lines split at \n, \r\n and \r only, and columns in UTF-8 bytes: so do the offsets here
     data = source.encode("utf-8")
+    offsets = [0]
+    for line in data.splitlines(keepends=True):
+        offsets.append(offsets[-1] + len(line))
     start = offsets[span.lineno - 1] + span.col_offset
     end = offsets[span.end_lineno - 1] + span.end_col_offset
-    return (data[:start] + text.encode("utf-8") + data[end:]).decode("utf-8")
+    out = (data[:start] + text.encode("utf-8") + data[end:]).decode("utf-8")
+    if read_value(out, name) != _reparsed(value):
+        raise EditRejected(f"rewriting {name} did not give {value!r}; the file is left as it was")
+    return out
+
+
+def _reparsed(value: Any) -> Any:
+    """What a rewritten value reads back as (floats are written with 6 significant digits)."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return float(format_value(value))
+    return value
 
 
 class KnobCoder:

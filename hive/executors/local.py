@@ -100,16 +100,39 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def reap_orphans(folder: Path) -> int:
-    """Kill the process groups of runs a killed Hive left behind (found by their pid files); return how many."""
+    """Kill the process groups of runs a killed Hive left behind (found by their pid files); return how many.
+
+    The group's leader may be gone while its workers (torchrun's children, say) live on, so any member of the
+    group that carries the run mark identifies it as ours.
+    """
     killed = 0
     for pid_file in folder.rglob("*.log.pid"):
         try:
             pgid = int(pid_file.read_text().strip())
-            environ = Path(f"/proc/{pgid}/environ").read_bytes()
         except (ValueError, OSError):
-            environ = b""
-        if f"{RUN_MARK}=".encode() in environ:
+            pgid = 0
+        if pgid > 0 and any(_is_ours(pid) for pid in _group_members(pgid)):
             _kill_group(pgid, signal.SIGKILL)
             killed += 1
         pid_file.unlink(missing_ok=True)
     return killed
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # the command name may hold spaces and parentheses: fields after the last ')' are fixed
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _is_ours(pid: int) -> bool:
+    try:
+        return f"{RUN_MARK}=".encode() in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False

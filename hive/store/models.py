@@ -26,6 +26,7 @@ class Campaign(SQLModel, table=True):
     created_at: datetime = Field(default_factory=now)
     started_at: Optional[datetime] = None
     updated_at: datetime = Field(default_factory=now)
+    active_seconds: float = 0.0  # time spent running, summed over every `hive start` (budget.max_hours)
 
 
 class Experiment(SQLModel, table=True):

@@ -181,6 +181,19 @@ class Store:
             q = q.order_by(col(Lesson.id).desc()).limit(limit)
             return list(reversed(s.exec(q).all()))
 
+    def has_lesson(self, campaign_id: int, experiment_number: int, source: str = "critic") -> bool:
+        with self.session() as s:
+            q = select(Lesson.id).where(Lesson.campaign_id == campaign_id, Lesson.source == source,
+                                        Lesson.experiment_number == experiment_number)
+            return s.exec(q).first() is not None
+
+    def delete_runs(self, experiment_id: int) -> None:
+        """Forget an experiment's runs (it is starting over on a new commit)."""
+        with self.session() as s:
+            for run in s.exec(select(Run).where(Run.experiment_id == experiment_id)):
+                s.delete(run)
+            s.commit()
+
     def llm_totals(self, campaign_id: int, experiment_number: int | None = None) -> dict[str, float]:
         """Calls, tokens and dollars spent on LLMs by a campaign (or one of its experiments)."""
         with self.session() as s:
