@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
 import time
@@ -222,7 +223,9 @@ def _install_stop_handlers(ctx: CampaignContext) -> dict:
         if ctx.stop.is_set():
             raise KeyboardInterrupt
         ctx.stop.set()
-        ctx.feed("campaign", f"{signal.Signals(signum).name}: stopping (press Ctrl-C again to abort)")
+        # no store write here: the interrupted code may be inside a transaction on this very thread
+        message = f"{signal.Signals(signum).name}: stopping (press Ctrl-C again to abort)\n"
+        os.write(2, message.encode())
 
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):

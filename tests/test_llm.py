@@ -79,7 +79,7 @@ def test_budget_exhausted_raises_before_calling(tmp_path):
 def test_model_per_role_from_playbook_else_hive_model(monkeypatch):
     playbook = Playbook.model_validate({
         "name": "p", "source": "quickstart", "editable": ["train.py"], "run": {"command": "true"},
-        "objective": {"metric": "val_loss"}, "models": {"proposer": "anthropic/claude-sonnet-4-5"}})
+        "objective": {"metric": "val_loss"}, "strategist": "llm", "models": {"proposer": "anthropic/claude-sonnet-4-5"}})
     llm = LLM(None, 1, playbook)  # type: ignore[arg-type]  (model resolution needs no store)
     monkeypatch.delenv("HIVE_MODEL", raising=False)
     assert llm.model_for("proposer") == "anthropic/claude-sonnet-4-5"

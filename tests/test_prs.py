@@ -230,7 +230,7 @@ def test_param_golf_records_folder_runs_from_inside(tmp_path):
     pb = Playbook.model_validate({
         "name": "golf", "source": str(TEMPLATE), "editable": ["train_gpt.py"],
         "protected": ["score.py", "prepare.py", "data/**"],
-        "run": {"command": "python train_gpt.py", "seeds": [1, 2, 3]},
+        "run": {"command": "python train_gpt.py", "seeds": [1, 2, 3]}, "strategist": "llm",
         "objective": {"metric": "val_bpb", "direction": "minimize", "constraints": ["artifact_bytes <= 16000000"]}})
     ws = Workspace(tmp_path / "home" / "golf", "golf")
     baseline = ws.create(pb)
