@@ -320,6 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     except HiveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001  (a bug of Hive's: the user gets one line, the traceback a file)
+        import tempfile
+        import traceback
+
+        path = Path(tempfile.gettempdir()) / f"hive-error-{os.getpid()}.log"
+        path.write_text("".join(traceback.format_exception(exc)))
+        print(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"(traceback in {path}; please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -73,3 +73,21 @@ def test_sqlite_uses_wal(tmp_path):
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+
+
+def test_a_store_made_by_an_older_hive_gains_the_new_columns(tmp_path):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    store = Store(make_engine(url))
+    store.ensure_campaign("old")
+    store.engine.dispose()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("ALTER TABLE campaign DROP COLUMN active_seconds")
+        conn.execute("DROP INDEX ix_experiment_metric")
+    again = Store(make_engine(url))
+    camp = again.campaign("old")
+    assert camp is not None and camp.active_seconds == 0.0
+    with again.engine.connect() as conn:
+        names = {row[1] for row in conn.exec_driver_sql("PRAGMA index_list(experiment)")}
+    assert "ix_experiment_metric" in names

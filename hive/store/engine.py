@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, create_engine
 
@@ -49,7 +49,26 @@ def _create_tables(engine: Engine) -> None:
         if engine.dialect.name == "postgresql":
             conn.execute(text(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID})"))
         SQLModel.metadata.create_all(conn)
+        _add_missing_columns(conn)
         # stores made by an older Hive get the indexes added since
         for table in SQLModel.metadata.sorted_tables:
             for index in table.indexes:
                 index.create(conn, checkfirst=True)
+
+
+def _add_missing_columns(conn) -> None:  # noqa: ANN001
+    """Stores made by an older Hive get the columns added since (additive changes only)."""
+    existing = inspect(conn)
+    for table in SQLModel.metadata.sorted_tables:
+        have = {c["name"] for c in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            default = column.default.arg if column.default is not None and not callable(column.default.arg) else None
+            clause = ""
+            if isinstance(default, (bool, int, float)):
+                clause = f" DEFAULT {int(default) if isinstance(default, bool) else default}"
+            elif isinstance(default, str):
+                clause = " DEFAULT '" + default.replace("'", "''") + "'"
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{clause}'))
