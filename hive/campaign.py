@@ -180,6 +180,11 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
         campaign, created = store.ensure_campaign(
             name, playbook_path=str(playbook.path or ""), playbook_json=playbook.model_dump_json(),
             objective_metric=playbook.objective.metric, direction=playbook.objective.direction)
+        stored = (campaign.direction, campaign.objective_metric)
+        if not created and stored != (playbook.objective.direction, playbook.objective.metric):
+            raise BadInput(f"campaign {name!r} {stored[0]}s {stored[1]}, but this playbook would "
+                           f"{playbook.objective.direction} {playbook.objective.metric}: its results would be judged "
+                           f"the wrong way; start another campaign with --campaign NEW")
         workspace = Workspace(root, name)
         baseline = workspace.create(playbook)
         if playbook.setup and not (root / SETUP_DONE).exists():

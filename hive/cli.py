@@ -53,8 +53,16 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 @playbook_app.command("validate")
 def playbook_validate(file: Path = typer.Argument(..., help="playbook YAML"),
                       config: Optional[list[str]] = OverrideOpt, as_json: bool = JsonOpt) -> None:
-    """Check a playbook: schema, overrides, its source folder and knob bindings."""
-    pb = load_playbook(file, config or [])
+    """Check a playbook: schema, overrides, its source folder, knob bindings and the models it needs."""
+    from hive.driver import preflight
+
+    try:
+        pb = load_playbook(file, config or [])
+        preflight(pb)
+    except BadInput as exc:
+        if as_json:
+            print(json.dumps({"file": str(file), "ok": False, "error": str(exc)}, indent=2))
+        raise
     summary = {"file": str(file), "name": pb.name, "ok": True, "strategist": pb.strategist, "knobs": len(pb.knobs),
                "executor": pb.executor.kind, "metric": pb.objective.metric, "direction": pb.objective.direction}
     _emit(summary, as_json, f"{file}: ok ({pb.name}: {pb.objective.direction} {pb.objective.metric}, "
@@ -124,12 +132,12 @@ def leaderboard(campaign: Optional[str] = typer.Argument(None, help="campaign na
     from hive.campaign import home_dir
 
     store, camp = views.load(home_dir(workspaces), campaign)
-    rows = views.leaderboard_data(store, camp, limit)
-    _emit(rows, as_json, views.leaderboard_text(camp, rows))
+    board = views.leaderboard_data(store, camp, limit)
+    _emit(board, as_json, views.leaderboard_text(camp, board))
 
 
 @app.command()
-def show(experiment: int = typer.Argument(..., help="experiment number"),
+def show(experiment: str = typer.Argument(..., help="experiment number (7 or exp-7)"),
          campaign: Optional[str] = typer.Option(None, "--campaign", help="campaign name (default: the only one)"),
          diff: bool = typer.Option(False, "--diff", help="print the diff from its parent"),
          log: bool = typer.Option(False, "--log", help="print the log of each seed"),
@@ -137,8 +145,11 @@ def show(experiment: int = typer.Argument(..., help="experiment number"),
     """One experiment: hypothesis, verdict and why, per-seed metrics, and optionally its diff and logs."""
     from hive.campaign import home_dir
 
+    number = experiment.removeprefix("exp-")
+    if not number.isdigit():
+        raise BadInput(f"EXPERIMENT: {experiment!r} is not an experiment number (e.g. 7 or exp-7)")
     store, camp = views.load(home_dir(workspaces), campaign)
-    data = views.experiment_data(store, camp, experiment)
+    data = views.experiment_data(store, camp, int(number))
     if as_json:
         if log:
             for run in data["runs"]:

@@ -25,6 +25,19 @@ INTERNAL_ERRORS = "three internal errors in a row (see the event feed)"
 SLURM_JOBS_IN_FLIGHT = 4  # default cap on queued + running jobs when the cluster does the placing
 
 
+def preflight(playbook: Playbook) -> None:
+    """Refuse, before anything is created, a playbook that cannot run here (BadInput naming the field)."""
+    if playbook.strategist == "llm" or playbook.models.critic:
+        from hive.llm import LLM
+
+        llm = LLM(None, 0, playbook)  # type: ignore[arg-type]  (model resolution needs no store)
+        roles = ("proposer", "coder") if playbook.strategist == "llm" else ()
+        missing = [role for role in roles if not llm.enabled(role)]
+        if missing:
+            raise BadInput(f"strategist: 'llm' needs a model for {' and '.join(missing)}: set "
+                           f"{', '.join('models.' + r for r in missing)} in the playbook, or HIVE_MODEL")
+
+
 def make_roles(ctx: CampaignContext) -> Roles:
     """The proposer, coder, critic and reviewer the playbook asks for."""
     pb = ctx.playbook
@@ -37,8 +50,6 @@ def make_roles(ctx: CampaignContext) -> Roles:
         from hive.agents.llm_coder import LlmCoder
         from hive.agents.llm_proposer import LlmProposer
 
-        if not llm.enabled("proposer") or not llm.enabled("coder"):
-            raise BadInput("strategist: 'llm' needs models.proposer and models.coder in the playbook, or HIVE_MODEL")
         proposer, coder = LlmProposer(llm), LlmCoder(llm, pb.editable, pb.protected)
     else:
         from hive.agents.search import SearchProposer, baseline_values
@@ -177,8 +188,11 @@ def _task_error(ctx: CampaignContext, task: asyncio.Task, number: int) -> str | 
             ctx.store.delete_experiment(exp.id)
         ctx.feed("budget", str(exc))
         return "budget"
-    text = "".join(traceback.format_exception(exc))
-    ctx.feed("error", f"internal error, experiment abandoned: {exc!r}\n{text}", number)
+    # a bug of Hive's: one line in the feed, the traceback in the campaign's error log
+    log = ctx.workspace.logs / "internal-errors.log"
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(f"--- exp-{number} {now():%Y-%m-%d %H:%M:%S}\n{''.join(traceback.format_exception(exc))}")
+    ctx.feed("error", f"internal error, experiment abandoned: {exc!r} (traceback in {log})", number)
     exp = ctx.store.experiment(ctx.campaign.id, number)
     if exp is not None and exp.status != "done":
         ctx.store.update(Experiment, exp.id, status="done", verdict="crash", verdict_reason=f"hive error: {exc!r}",
@@ -194,6 +208,7 @@ def start(playbook: Playbook, home: Path, name: str | None = None,
     `stop` lets a caller in another thread (the TUI) ask for the same clean stop as Ctrl-C; `on_open` hands
     it the open campaign (for the scheduler's live snapshot).
     """
+    preflight(playbook)
     ctx = open_campaign(playbook, home, name, echo)
     if stop is not None:
         ctx.stop = stop
@@ -208,6 +223,13 @@ def start(playbook: Playbook, home: Path, name: str | None = None,
         if reason == INTERNAL_ERRORS:
             raise HiveError(f"campaign stopped after {reason}")
         return ctx
+    except BaseException:
+        # whatever ended it, the campaign is not running any more
+        try:
+            ctx.store.update(Campaign, ctx.campaign.id, status="stopped", updated_at=now())
+        except Exception:  # noqa: BLE001  (the store itself may be what failed; the original error matters)
+            pass
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

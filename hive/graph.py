@@ -42,6 +42,10 @@ class Roles:
 
 
 # -- routing (pure) ------------------------------------------------------------
+def after_propose(state: ExperimentState) -> Literal["code", "record"]:
+    return "record" if state.get("verdict") else "code"
+
+
 def after_code(state: ExperimentState) -> Literal["run", "record"]:
     return "record" if state.get("verdict") else "run"
 
@@ -73,7 +77,7 @@ class ExperimentFlow:
         g.add_node("critic", self.judge)
         g.add_node("record", self.record)
         g.add_edge(START, "propose")
-        g.add_edge("propose", "code")
+        g.add_conditional_edges("propose", after_propose)
         g.add_conditional_edges("code", after_code)
         g.add_edge("run", "critic")
         g.add_conditional_edges("critic", after_critic)
@@ -94,7 +98,14 @@ class ExperimentFlow:
         number = state["number"]
         view = campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb)
         async with self._propose_lock:  # proposals see each other as in flight
-            proposal: Proposal = await asyncio.to_thread(self.roles.proposer.propose, view, number)
+            try:
+                proposal: Proposal = await asyncio.to_thread(self.roles.proposer.propose, view, number)
+            except BudgetExhausted:
+                raise
+            except HiveError as exc:  # e.g. an LLM that gave no usable, new idea: an outcome, not a crash
+                none = Proposal(hypothesis="(no proposal)", rationale=str(exc))
+                self._update(number, hypothesis=none.hypothesis, proposal_json=json.dumps(none.to_dict()))
+                return {"proposal": none.to_dict(), "seeds": [], "verdict": _v(Verdict("no_proposal", str(exc)))}
             best = self.ctx.store.best(self.ctx.campaign.id)
             parent = self.ctx.store.experiment(self.ctx.campaign.id, proposal.parent) if proposal.parent else None
             if parent is None or parent.verdict not in ("keep", "baseline"):
@@ -257,4 +268,4 @@ def _v(verdict: Verdict) -> dict[str, Any]:
     return dict(verdict.__dict__)
 
 
-__all__ = ["ExperimentFlow", "ExperimentState", "Roles", "Stopped", "after_code", "after_critic", "BudgetExhausted"]
+__all__ = ["ExperimentFlow", "ExperimentState", "Roles", "Stopped", "after_code", "after_critic", "after_propose"]

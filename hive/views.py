@@ -11,7 +11,7 @@ from typing import Any
 from hive.errors import BadInput
 from hive.store import Campaign, Store
 from hive.store.models import now
-from hive.store.queries import IN_FLIGHT, to_dict
+from hive.store.queries import IN_FLIGHT, iso, to_dict
 
 
 
@@ -53,7 +53,7 @@ def status_data(store: Store, camp: Campaign) -> dict[str, Any]:
         "llm": store.llm_totals(camp.id),
         "pull_requests": len(store.pull_requests(camp.id)),
         "elapsed_seconds": _elapsed(camp.started_at, camp.updated_at if camp.status != "running" else None),
-        "created_at": camp.created_at.isoformat(timespec="seconds") + "Z",
+        "created_at": iso(camp.created_at),
     }
 
 
@@ -73,9 +73,11 @@ def status_text(store: Store, camp: Campaign) -> str:
         row = data[label]
         if row and row["metric_mean"] is not None:
             lines.append(f"  {label:<9} exp-{row['number']:<4} {obj['metric']} = {row['metric_mean']:.6g}"
-                         f" ± {row['metric_std'] or 0:.2g} ({row['n_seeds']} seed(s))")
-    if data["best_delta_vs_baseline"] is not None:
-        lines.append(f"  delta vs baseline: {data['best_delta_vs_baseline']:+.6g}")
+                         f"{_spread(row['metric_std'])} ({row['n_seeds']} seed(s))")
+    delta = data["best_delta_vs_baseline"]
+    if delta:
+        better = (delta < 0) == (obj["direction"] == "minimize")
+        lines.append(f"  best vs baseline: {delta:+.6g} ({'better' if better else 'worse'})")
     verdicts = ", ".join(f"{k}: {v}" for k, v in sorted(data["verdicts"].items(), key=lambda kv: str(kv[0])))
     lines.append(f"  experiments: {data['experiments']} ({verdicts or 'none finished'}); "
                  f"pull requests: {data['pull_requests']}")
@@ -83,26 +85,46 @@ def status_text(store: Store, camp: Campaign) -> str:
     if llm["calls"]:
         lines.append(f"  llm: {llm['calls']} calls, {llm['prompt_tokens'] + llm['completion_tokens']} tokens, "
                      f"${llm['dollars']:.4f}")
+    # a stopped campaign's unfinished experiments wait for the next `hive start`
+    label = "in flight" if data["status"] == "running" else "paused (resumes on `hive start`)"
     for row in data["in_flight"]:
-        lines.append(f"  in flight: exp-{row['number']} [{row['status']}] {row['hypothesis'][:60]}")
+        lines.append(f"  {label}: exp-{row['number']} [{row['status']}] {_clip(row['hypothesis'], 60)}")
     return "\n".join(lines)
 
 
-def leaderboard_data(store: Store, camp: Campaign, limit: int = 20) -> list[dict[str, Any]]:
-    rows = store.leaderboard(camp.id, camp.direction, limit)
-    return [{"rank": i + 1, "number": e.number, "verdict": e.verdict, "metric": camp.objective_metric,
-             "metric_mean": e.metric_mean, "metric_std": e.metric_std, "n_seeds": e.n_seeds, "p_value": e.p_value,
-             "hypothesis": e.hypothesis, "commit": e.commit} for i, e in enumerate(rows)]
+def _spread(std: float | None) -> str:
+    """' ± std', or nothing when there is no spread to speak of (one seed)."""
+    return f" ± {std:.2g}" if std is not None else ""
 
 
-def leaderboard_text(camp: Campaign, rows: list[dict[str, Any]]) -> str:
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def leaderboard_data(store: Store, camp: Campaign, limit: int = 20) -> dict[str, Any]:
+    """The best finished experiments by mean metric; `is_best` marks the one the best branch holds."""
+    best = store.best(camp.id)
+    rows = [{"rank": i + 1, "number": e.number, "verdict": e.verdict, "is_best": best is not None and
+             e.number == best.number, "metric_mean": e.metric_mean, "metric_std": e.metric_std,
+             "n_seeds": e.n_seeds, "p_value": e.p_value, "hypothesis": e.hypothesis, "commit": e.commit}
+            for i, e in enumerate(store.leaderboard(camp.id, camp.direction, limit))]
+    return {"campaign": camp.name, "metric": camp.objective_metric, "direction": camp.direction,
+            "best": best.number if best else None, "rows": rows}
+
+
+def leaderboard_text(camp: Campaign, board: dict[str, Any]) -> str:
+    rows = board["rows"]
     if not rows:
         return f"campaign {camp.name}: no finished experiment with a metric yet"
-    head = f"{'#':>3}  {'exp':>5}  {'verdict':<9} {camp.objective_metric:>14} {'std':>9} {'seeds':>5}  hypothesis"
+    head = (f"{'#':>3}  {'exp':>5}  {'verdict':<9} {camp.objective_metric:>14} {'std':>9} {'seeds':>5}  hypothesis"
+            f"   (* = the best branch; 1-seed rows are screened-out candidates)")
     lines = [head]
     for r in rows:
-        lines.append(f"{r['rank']:>3}  {r['number']:>5}  {r['verdict'] or '':<9} {r['metric_mean']:>14.6g} "
-                     f"{(r['metric_std'] or 0):>9.2g} {r['n_seeds']:>5}  {r['hypothesis'][:50]}")
+        std = f"{r['metric_std']:.2g}" if r["metric_std"] is not None else "-"
+        mark = "*" if r["is_best"] else " "
+        lines.append(f"{r['rank']:>3}{mark} {r['number']:>5}  {r['verdict'] or '':<9} {r['metric_mean']:>14.6g} "
+                     f"{std:>9} {r['n_seeds']:>5}  {_clip(r['hypothesis'], 50)}")
     return "\n".join(lines)
 
 
@@ -126,7 +148,7 @@ def experiment_text(data: dict[str, Any]) -> str:
         lines.append(f"  why: {data['verdict_reason']}")
     if data.get("metric_mean") is not None:
         p = f", p = {data['p_value']:.3g}" if data.get("p_value") is not None else ""
-        lines.append(f"  metric: {data['metric_mean']:.6g} ± {data['metric_std'] or 0:.2g} over {data['n_seeds']} seed(s){p}")
+        lines.append(f"  metric: {data['metric_mean']:.6g}{_spread(data['metric_std'])} over {data['n_seeds']} seed(s){p}")
     lines.append(f"  commit: {data['commit'][:12] or '-'} on {data['branch'] or '-'}")
     for run in data["runs"]:
         metrics = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
@@ -167,7 +189,8 @@ def gpus_data(home: Path, name: str | None, simulate_gpus: int | None) -> dict[s
         threads = ((playbook.get("run") or {}).get("resources") or {}).get("cpu_threads", 1)
         exps = {e.id: e.number for e in store.experiments(camp.id, statuses=IN_FLIGHT)}
         for exp_id, runs in store.runs_for(list(exps)).items():
-            running += [{"campaign": camp.name, "experiment": exps[exp_id], "seed": r.seed, "started_at": r.started_at,
+            running += [{"campaign": camp.name, "experiment": exps[exp_id], "seed": r.seed,
+                         "started_at": iso(r.started_at) if r.started_at else None,
                          "devices": [int(d) for d in r.devices.split(",") if d.strip()]}
                         for r in runs if r.status == "running"]
     if simulate_gpus:

@@ -20,8 +20,10 @@ def test_start_records_baseline_and_resumes_without_duplicates(hive, tmp_path):
     assert first.returncode == 0, first.stderr
     assert "baseline val_loss" in first.stderr
     board = json.loads(hive("leaderboard", "quickstart", "--json").stdout)
-    assert len(board) == 1 and board[0]["verdict"] == "baseline" and board[0]["metric_mean"] > 0
-    assert board[0]["n_seeds"] == 3
+    assert board["metric"] == "val_loss" and board["direction"] == "minimize" and board["best"] == 1
+    rows = board["rows"]
+    assert len(rows) == 1 and rows[0]["verdict"] == "baseline" and rows[0]["metric_mean"] > 0
+    assert rows[0]["n_seeds"] == 3 and rows[0]["is_best"]
 
     second = hive("start", QUICK, "--headless", "--max-experiments", "1")
     assert second.returncode == 0, second.stderr
@@ -31,7 +33,7 @@ def test_start_records_baseline_and_resumes_without_duplicates(hive, tmp_path):
 
     status = json.loads(hive("status", "--json").stdout)
     assert status["campaign"] == "quickstart" and status["experiments"] == 1
-    shown = json.loads(hive("show", "1", "--json", "--log").stdout)
+    shown = json.loads(hive("show", "exp-1", "--json", "--log").stdout)
     assert shown["verdict"] == "baseline" and len(shown["runs"]) == 3
     assert all("val_loss" in r["metrics"] and "---" in r["log"] for r in shown["runs"])
     assert (tmp_path / "workspaces" / "quickstart" / "hive.db").is_file()

@@ -212,3 +212,19 @@ def test_a_repo_write_among_concurrent_runs_blames_no_innocent_run(quick):
     assert ws.repo_changes() == [] and not (ws.repo_dir / "evil").exists()
     logs = "".join(outcomes[s].log_path.read_text() for s in (1, 2, 3))
     assert "the writer is unknown" in logs
+
+
+def test_an_llm_with_no_new_idea_is_an_outcome_not_a_crash(hive, tmp_path):
+    script = tmp_path / "stuck.json"
+    same = json.dumps({"hypothesis": "raise the learning rate", "rationale": "r", "parent": None,
+                       "plan": "LEARNING_RATE = 0.1"})
+    edit = ("train.py\n<<<<<<< SEARCH\nLEARNING_RATE = 0.01\n=======\nLEARNING_RATE = 0.1\n>>>>>>> REPLACE\n")
+    script.write_text(json.dumps({"proposer": [same], "coder": [edit]}))
+    result = hive("start", str(PLAYBOOKS / "quickstart.yaml"), "--headless", "--max-experiments", "4",
+                  "-c", "strategist=llm", "-c", "scheduler.lookahead=0", "-c", "scheduler.slots=1",
+                  env={"HIVE_MODEL": f"scripted:{script}"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    db = tmp_path / "workspaces" / "quickstart" / "hive.db"
+    verdicts = [v for (v,) in rows(db, "select verdict from experiment where number > 1 order by number")]
+    assert verdicts[0] != "no_proposal" and set(verdicts[1:]) == {"no_proposal"}, verdicts

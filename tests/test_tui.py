@@ -256,7 +256,7 @@ async def test_engine_under_the_tui_pull_request_actions_then_quit_stops_it_clea
     app = HiveApp(home, engine.name, engine=engine, refresh_seconds=3600, export_dir=tmp_path / "out")
     async with app.run_test(size=(80, 24)) as pilot:
         header = app.screen.query_one(HeaderPanel)
-        for _ in range(120):
+        for _ in range(400):  # up to 80 s on a loaded machine
             app.screen.poll()  # what the refresh timer calls (a live timer would slow every pilot.press)
             await pilot.pause(0.2)
             if "open PRs 1" in text_of(header):  # the baseline ran and a candidate beat it

@@ -78,7 +78,7 @@ class Critic:
             return hard
         values = [metric_value(s.metrics, obj.metric) for s in seeds]
         mean = statistics.fmean(values)
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        std = statistics.stdev(values) if len(values) > 1 else None
         if not best_values:
             return Verdict("discard", "no best to compare with", mean, std)
         best_mean = statistics.fmean(best_values)
@@ -91,8 +91,11 @@ class Critic:
             return Verdict("more_seeds", f"first seed beats {ref} by {gain:.4g}; confirming",
                            mean, std, seeds_wanted=obj.confirm_seeds - 1)
         p = welch_p_value(obj, values, best_values)
-        evidence = (f"mean {mean:.6g} ± {std:.2g} over {len(values)} seeds vs {ref} {best_mean:.6g} "
-                    f"(delta {gain:+.4g}, min_delta {obj.min_delta:g}" + (f", p={p:.3g})" if p is not None else ")"))
+        spread = f" ± {std:.2g}" if std is not None else ""
+        evidence = (f"mean {mean:.6g}{spread} over {len(values)} seed(s) vs {ref} {best_mean:.6g} "
+                    f"(gain {gain:+.4g}, min_delta {obj.min_delta:g}" + (f", p={p:.3g})" if p is not None else ")"))
+        if gain <= 0:
+            return Verdict("discard", f"no gain: {evidence}", mean, std, p)
         if gain <= obj.min_delta:
             return Verdict("discard", f"gain below min_delta: {evidence}", mean, std, p)
         if p is not None and p >= obj.alpha:

@@ -24,7 +24,7 @@ from hive.errors import BudgetExhausted
 from hive.playbook import FileBinding, Knob, Playbook
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-FAILED_VERDICTS = ("crash", "timeout", "edit_failed", "rejected")
+FAILED_VERDICTS = ("crash", "timeout", "edit_failed", "rejected", "no_proposal")
 MAX_DUPLICATE_ASKS = 30
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence, TypeVar
 
 from sqlalchemy import func
@@ -217,16 +217,23 @@ class Store:
         """Insert a pull-request record under the campaign's next number."""
         return self._insert_numbered(PullRequest, campaign_id, fields)
 
+def iso(value: datetime) -> str:
+    """ISO 8601 in UTC (SQLite hands back naive datetimes that were stored as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def to_dict(obj: SQLModel) -> dict[str, Any]:
     """A row as JSON-ready data (datetimes as ISO strings, JSON columns decoded)."""
     out: dict[str, Any] = {}
     for key, value in obj.model_dump().items():
         if isinstance(value, datetime):
-            value = value.isoformat(timespec="seconds") + "Z"
+            value = iso(value)
         if key.endswith("_json"):
             key, value = key[:-5], json.loads(value or "{}")
         out[key] = value
     return out
 
 
-__all__ = ["IN_FLIGHT", "Store", "to_dict", "now"]
+__all__ = ["IN_FLIGHT", "Store", "iso", "to_dict", "now"]
