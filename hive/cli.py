@@ -269,13 +269,12 @@ def pr_approve(number: int = typer.Argument(..., help="pull request number"), ca
     from hive import prs
 
     store, camp, ws = _pr_campaign(workspaces, campaign)
-    pr = prs.approve(store, camp, ws, number)
+    before = {p.number for p in prs.list_prs(store, camp.id, "open")}
+    prs.approve(store, camp, ws, number)
     print(f"PR #{number} approved: merged into {prs.accepted_branch(camp)} of {ws.repo_dir}")
-    exp = store.experiment(camp.id, pr.experiment_number)
-    brought = [p.number for p in prs.lineage(store, camp.id, exp) if p.status != "approved"] if exp else []
+    brought = sorted(before - {p.number for p in prs.list_prs(store, camp.id, "open")} - {number})
     if brought:
-        print("  it builds on " + ", ".join(f"PR #{n}" for n in brought) + ", merged along with it (still "
-              "marked open)")
+        print("  it builds on " + ", ".join(f"PR #{n}" for n in brought) + ", approved along with it")
 
 
 @pr_app.command("reject")

@@ -215,7 +215,14 @@ def approve(store: Store, campaign: Campaign, workspace: Workspace, number: int)
         message = f"hive: accept PR #{number}: {pr.title}\n\nHive-PR: {number}\nHive-Commit: {pr.commit}\n"
         merged = git("commit-tree", tree, "-p", head, "-p", pr.commit, "-m", message).strip()
         git("update-ref", ref, merged, head)
-    return store.update(PullRequest, pr.id, status="approved", decided_at=now())
+    approved = store.update(PullRequest, pr.id, status="approved", decided_at=now())
+    # the open PRs it builds on are in the accepted branch now too: say so, rather than leave them open
+    accepted = git("rev-parse", ref).strip()
+    for other in store.pull_requests(campaign.id, status="open"):
+        if workspace.is_ancestor(other.commit, accepted):
+            store.update(PullRequest, other.id, status="approved", decided_at=now(),
+                         reason=f"approved with PR #{number}, which builds on it")
+    return approved
 
 
 def _merge_tree(workspace: Workspace, ours: str, theirs: str) -> tuple[int, str]:

@@ -169,6 +169,15 @@ def test_approve_merges_into_accepted(home):
     store.engine.dispose()
 
 
+def test_approving_a_stacked_pr_approves_what_it_builds_on(home):
+    result = hive(home, "pr", "approve", "2")
+    assert result.returncode == 0 and "PR #1, approved along with it" in result.stdout
+    store, camp = find_campaign(home, "quickstart")
+    pr1, pr2 = store.pull_requests(camp.id)
+    assert pr1.status == pr2.status == "approved" and "with PR #2" in pr1.reason
+    store.engine.dispose()
+
+
 def test_approve_conflict_changes_nothing(home):
     store, camp = find_campaign(home, "quickstart")
     ws = Workspace(home / "quickstart", "quickstart")
