@@ -43,13 +43,12 @@ def find_campaign(home: Path, name: str | None) -> tuple[Store, Campaign]:
     else:
         names = sorted(p.name for p in home.glob("*") if (p / "hive.db").is_file()) if home.is_dir() else []
         store = None
+    valid = ", ".join(names) or "none yet; `hive start PLAYBOOK` creates one"
     if name is None:
         if len(names) != 1:
-            valid = ", ".join(names) or "none yet"
             raise BadInput(f"CAMPAIGN: name a campaign (known: {valid})")
         name = names[0]
     if name not in names:
-        valid = ", ".join(names) or "none yet"
         raise BadInput(f"CAMPAIGN: no campaign {name!r} under {home} (known: {valid})")
     store = store or open_store(home, name)
     campaign = store.campaign(name)

@@ -278,7 +278,8 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 
 
 def _format_error(origin: str, exc: ValidationError) -> str:
-    errors = exc.errors()
+    # a misspelled key explains the "missing" error that comes with it: name the typo first
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     loc = ".".join(_loc_part(p) for p in first["loc"]
                    if not str(p).endswith("Binding") and p not in ("LocalExecutor", "DockerExecutor", "SlurmExecutor"))
@@ -289,6 +290,8 @@ def _format_error(origin: str, exc: ValidationError) -> str:
         msg = "required field is missing"
     elif first["type"] == "literal_error":
         msg = msg.replace("Input should be", "must be one of")
+    elif first["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        msg = "must be a mapping of fields"
     elif first["type"] == "union_tag_invalid":
         msg = msg.replace("Input tag", "kind").replace("does not match any of the expected tags:", "is not one of")
     extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -306,6 +309,8 @@ def load_playbook(path: str | Path, overrides: list[str] | None = None, check_so
     """Load, override, validate and cross-check a playbook; raise BadInput with one line on any problem."""
     path = Path(path)
     origin = str(path)
+    if path.is_dir():
+        raise BadInput(f"{origin}: is a folder; give the playbook's YAML file (e.g. playbooks/quickstart.yaml)")
     if not path.is_file():
         raise BadInput(f"{origin}: playbook file not found")
     try:
