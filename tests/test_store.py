@@ -91,3 +91,22 @@ def test_a_store_made_by_an_older_hive_gains_the_new_columns(tmp_path):
     with again.engine.connect() as conn:
         names = {row[1] for row in conn.exec_driver_sql("PRAGMA index_list(experiment)")}
     assert "ix_experiment_metric" in names
+
+
+def test_many_openers_at_once_do_not_trip_over_schema_creation(tmp_path):
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            make_engine(url).dispose()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+    threads = [threading.Thread(target=open_it) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import SQLModel, create_engine
 
 from hive.errors import BadInput
@@ -44,7 +45,17 @@ def make_engine(url: str) -> Engine:
 
 
 def _create_tables(engine: Engine) -> None:
-    """Create missing tables; two processes starting at once on one server must not both try."""
+    """Create missing tables, columns and indexes; safe when several processes (or a TUI) open the store at once."""
+    for attempt in range(5):
+        try:
+            return _create_tables_once(engine)
+        except (OperationalError, ProgrammingError) as exc:
+            # SQLite has no lock to take first: another opener created the same thing between check and create
+            if "already exists" not in str(exc) or attempt == 4:
+                raise
+
+
+def _create_tables_once(engine: Engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID})"))
