@@ -253,7 +253,8 @@ class Workspace:
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
-        files = self.protected_files(self.baseline_commit(), playbook)
+        baseline = self.baseline_commit()
+        files = self.protected_files(baseline, playbook)
         if files:
-            self._extract(self.baseline_commit(), dest, files)
+            self._extract(baseline, dest, files)
         return dest

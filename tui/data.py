@@ -205,10 +205,9 @@ class DashboardSource:
 
     def _header(self, store: Store, camp: Campaign, playbook: dict, now: datetime) -> Header:
         with store.session() as s:
-            counts = s.exec(select(Experiment.verdict, func.count()).where(Experiment.campaign_id == camp.id)
-                            .group_by(Experiment.verdict)).all()
             open_prs = s.exec(select(func.count()).select_from(PullRequest)
                               .where(PullRequest.campaign_id == camp.id, PullRequest.status == "open")).one()
+        counts = store.verdict_counts(camp.id)
         baseline = store.experiment(camp.id, 1)
         best = _best(store, camp.id)
         budget = playbook.get("budget") or {}
@@ -217,8 +216,8 @@ class DashboardSource:
             campaign=camp.name, status=camp.status, metric=camp.objective_metric, direction=camp.direction,
             best_number=best.number if best else None, best_value=best.metric_mean if best else None,
             baseline_value=baseline.metric_mean if baseline and baseline.verdict == "baseline" else None,
-            experiments=sum(n for _, n in counts), max_experiments=budget.get("max_experiments"),
-            verdicts={v: n for v, n in counts if v}, elapsed=seconds_between(camp.started_at, end),
+            experiments=sum(counts.values()), max_experiments=budget.get("max_experiments"),
+            verdicts={v: n for v, n in counts.items() if v}, elapsed=seconds_between(camp.started_at, end),
             max_hours=budget.get("max_hours"), dollars=store.llm_totals(camp.id)["dollars"],
             max_dollars=budget.get("max_dollars"), open_prs=open_prs)
 

@@ -120,6 +120,13 @@ class Store:
                 q = q.where(Experiment.kind == kind)
             return s.exec(q).one()
 
+    def verdict_counts(self, campaign_id: int) -> dict[str | None, int]:
+        """How many experiments have each verdict (None: not finished yet), counted in the database."""
+        with self.session() as s:
+            rows = s.exec(select(Experiment.verdict, func.count()).where(Experiment.campaign_id == campaign_id)
+                          .group_by(Experiment.verdict)).all()
+        return {verdict: n for verdict, n in rows}
+
     def leaderboard(self, campaign_id: int, direction: str, limit: int = 20) -> Sequence[Experiment]:
         """Finished experiments with a metric, best first (kept and baseline ahead of discarded at equal value)."""
         with self.session() as s:
