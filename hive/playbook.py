@@ -39,6 +39,7 @@ class RunSpec(Strict):
                              description="seeds in the order runs use them")
     resources: Resources = Field(default_factory=Resources)
     max_log_mb: float = Field(50, gt=0, description="a longer log keeps its first 1 MB and its last 4 MB")
+    network: bool = Field(False, description="let a sandboxed run reach the network (off: no interface but loopback)")
 
     @field_validator("env", mode="before")
     @classmethod
@@ -145,8 +146,14 @@ class Budget(Strict):
     max_dollars: float | None = Field(None, ge=0)
 
 
+SandboxMode = Literal["auto", "bwrap", "none"]
+SANDBOX_HELP = ("bwrap: every run and scorer in a bubblewrap sandbox (only its own folder writable, no network, "
+                "its processes die with it); none: plain subprocesses; auto: bwrap when it works on this machine")
+
+
 class LocalExecutor(Strict):
     kind: Literal["local"] = "local"
+    sandbox: SandboxMode = Field("auto", description=SANDBOX_HELP)
 
 
 class DockerExecutor(Strict):
@@ -168,6 +175,7 @@ class SlurmExecutor(Strict):
     gpus: int | None = Field(None, ge=0, description="--gres=gpu:N per job (default: run.resources.gpus)")
     extra_args: list[str] = Field(default_factory=list, description="more sbatch arguments, e.g. ['--account=x']")
     poll_seconds: float = Field(1.0, gt=0, description="how often squeue is asked about a job")
+    sandbox: SandboxMode = Field("auto", description=SANDBOX_HELP + " (checked on the compute node)")
 
 
 Executor = Annotated[Union[LocalExecutor, DockerExecutor, SlurmExecutor], Field(discriminator="kind")]

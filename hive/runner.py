@@ -135,7 +135,8 @@ class Runner:
         request = RunRequest(command=command, cwd=run_dir, log_path=log_path, timeout=pb.run.timeout,
                              env=scrubbed_environment(env, pb.run.pass_env), devices=devices or [],
                              threads=pb.run.resources.cpu_threads, memory_mb=pb.run.resources.memory_mb,
-                             label=f"{self.workspace.campaign}/exp-{number}/seed-{seed}")
+                             label=f"{self.workspace.campaign}/exp-{number}/seed-{seed}", network=pb.run.network,
+                             **self._sandbox_view(pb.run.command, *pb.run.env.values()))
         watch = self._enter()
         try:
             result = self.executor.run(request, cancel)
@@ -162,6 +163,14 @@ class Runner:
             return SeedOutcome("ok", metrics, result, log_path)
         return self._score(number, seed, run_dir, log_path, metrics, result, cancel)
 
+    def _sandbox_view(self, *texts: str) -> dict:
+        """What a sandboxed command sees of the campaign: nothing, or the repo's files (not its .git) for {repo}."""
+        view: dict = {"hidden": [self.workspace.root]}
+        if any("{repo}" in text for text in texts):
+            view["read_only"] = {"repo": self.workspace.repo_dir}
+            view["hidden"].append(self.workspace.repo_dir / ".git")
+        return view
+
     def _expand(self, text: str, quote: bool = True, harness: Path | None = None) -> str:
         """Fill in {repo} (the campaign repo, e.g. for shared data) and, for a scorer, {harness}."""
         shell = shlex.quote if quote else str
@@ -182,10 +191,13 @@ class Runner:
         # the scorer reads the run's output files but must not be fooled by a metrics.json the run wrote
         (run_dir / "metrics.json").unlink(missing_ok=True)
         env = {k: self._expand(v, quote=False, harness=harness) for k, v in pb.run.env.items()}
+        view = self._sandbox_view(pb.score.command, *pb.run.env.values())
+        # the scorer reads the run's folder and the harness; it writes nothing but its output, which Hive keeps
+        view["read_only"] = {**view.get("read_only", {}), "harness": harness, "run": run_dir}
         request = RunRequest(command=command, cwd=run_dir, log_path=score_log, timeout=pb.score.timeout,
                              env=scrubbed_environment({**env, "HIVE_HARNESS": str(harness)}, pb.run.pass_env),
                              threads=pb.run.resources.cpu_threads, label=f"score exp-{number}/seed-{seed}",
-                             read_only={"harness": harness})
+                             writable=[], **view)
         try:
             scored = self.executor.run(request, cancel)
         finally:

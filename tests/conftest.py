@@ -23,6 +23,37 @@ def run_hive(*args: str, cwd: Path, env: dict | None = None, timeout: float = 30
                           text=True, timeout=timeout)
 
 
+@pytest.fixture(params=["bwrap", "none"])
+def sandbox_mode(request):
+    """Each sandbox mode a local run can have; bwrap skips where it cannot run on this machine."""
+    from hive.sandbox import probe
+
+    if request.param == "bwrap" and probe() is not None:
+        pytest.skip(f"bwrap cannot run here: {probe()}")
+    return request.param
+
+
+def wait_still(path: Path, quiet: float = 0.4, limit: float = 10.0) -> bool:
+    """True once a heartbeat file stops growing for `quiet` seconds (its writer is gone), False after `limit`."""
+    import time
+
+    deadline = time.monotonic() + limit
+    size = path.stat().st_size if path.exists() else -1
+    still_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now_size = path.stat().st_size if path.exists() else -1
+        if now_size != size:
+            size, still_since = now_size, time.monotonic()
+        elif time.monotonic() - still_since >= quiet:
+            return True
+    return False
+
+
+# a process that appends a byte to the file named by argv[1] every 20 ms until killed
+HEARTBEAT = "import sys, time\nwhile True:\n    open(sys.argv[1], 'a').write('.')\n    time.sleep(0.02)\n"
+
+
 @pytest.fixture
 def hive(tmp_path):
     def _run(*args: str, env: dict | None = None, timeout: float = 300):

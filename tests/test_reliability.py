@@ -107,7 +107,7 @@ def test_a_run_cannot_plant_the_scorer_it_will_be_scored_with(quick):
     assert not list((ws.runs / "exp-2").glob("seed-1.harness-*")), "the scorer's copy is removed after scoring"
 
 
-def test_a_run_that_writes_into_the_campaign_repo_is_caught(quick):
+def test_a_run_that_writes_into_the_campaign_repo_is_caught(quick, sandbox_mode):
     pb, ws = quick
     victim = ws.repo_dir / "train.py"
 
@@ -115,8 +115,11 @@ def test_a_run_that_writes_into_the_campaign_repo_is_caught(quick):
         (tree / "train.py").write_text((tree / "train.py").read_text() + (
             f"\nopen({str(victim)!r}, 'a').write('# planted\\n')\nopen({str(ws.repo_dir / 'x.txt')!r}, 'w')\n"))
     commit = _commit(ws, 2, attack)
-    outcome = Runner(pb, ws, LocalExecutor()).run_seed(2, 1, commit)
-    assert outcome.status == "tampered" and "campaign repo" in outcome.error
+    outcome = Runner(pb, ws, LocalExecutor(sandbox=sandbox_mode)).run_seed(2, 1, commit)
+    if sandbox_mode == "bwrap":  # the repo is not even there: the write fails and so does the run
+        assert outcome.status == "failed" and "No such file or directory" in outcome.log_path.read_text()
+    else:  # written, then found and undone
+        assert outcome.status == "tampered" and "campaign repo" in outcome.error
     assert ws.repo_changes() == [] and "# planted" not in victim.read_text()
 
 
@@ -198,7 +201,7 @@ def test_a_repo_write_among_concurrent_runs_blames_no_innocent_run(quick):
             f"\nimport time\nif os.environ['SEED'] == '1':\n    open({str(ws.repo_dir / 'evil')!r}, 'w')\n"
             "time.sleep(1.0)\n"))
     commit = _commit(ws, 2, writer)
-    runner = Runner(pb, ws, LocalExecutor())
+    runner = Runner(pb, ws, LocalExecutor(sandbox="none"))  # in the sandbox the repo is not there to write to
     outcomes = {}
 
     def run(seed: int) -> None:

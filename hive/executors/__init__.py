@@ -16,7 +16,7 @@ KINDS = ("local", "docker", "slurm")
 def make_executor(config, *, campaign: str = "", gpus: int = 0) -> Executor:  # noqa: ANN001  (playbook executor section)
     """The executor the playbook names; `campaign` labels containers and jobs, `gpus` is Slurm's default gres."""
     if config.kind == "local":
-        return LocalExecutor()
+        return LocalExecutor(sandbox=config.sandbox)
     if config.kind == "docker":
         from hive.executors.docker import DockerExecutor
 

@@ -32,6 +32,10 @@ class RunRequest:
     label: str = ""
     # read-only folders a sandboxing executor mounts (e.g. the pristine harness)
     read_only: dict[str, Path] = field(default_factory=dict)
+    # what a sandboxed command may change (None: its own folder, `cwd`) and what it must not see at all
+    writable: list[Path] | None = None
+    hidden: list[Path] = field(default_factory=list)
+    network: bool = False
 
 
 @dataclass

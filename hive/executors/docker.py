@@ -100,6 +100,8 @@ class DockerExecutor:
         rewrites = {str(request.cwd): cfg.workdir}
         volumes = {str(request.cwd): {"bind": cfg.workdir, "mode": "rw"}}
         for name, host in request.read_only.items():
+            if Path(host) == Path(request.cwd):
+                continue  # the run folder is the working directory already
             rewrites[str(host)] = f"/hive/{name}"
             volumes[str(host)] = {"bind": f"/hive/{name}", "mode": "ro"}
         env = container_environment(request.env, rewrites)
