@@ -13,8 +13,12 @@ from hive.agents.base import Coder, Outcome, Proposal, Proposer, Verdict
 from hive.agents.context import campaign_view
 from hive.agents.critic import Critic, SeedResult, constraint_excess, lesson_for
 from hive.errors import BudgetExhausted, EditRejected, HiveError
+from hive.objective import metric_value
 from hive.store import Experiment, Lesson, Run
 from hive.store.models import now
+
+
+FINISHED_RUNS = ("ok", "failed", "timeout", "pruned", "tampered")  # a seed in any of these is not run again
 
 
 class Stopped(HiveError):
@@ -65,6 +69,7 @@ class ExperimentFlow:
         self.pb = ctx.playbook
         self._propose_lock = asyncio.Lock()
         self._keep_lock = asyncio.Lock()  # one keep at a time, each against the best as it is then
+        self._reference_runs: dict[tuple[int, int], asyncio.Future] = {}  # (experiment, seed) -> its one run
         # Slurm places GPUs itself; simulated devices exist only for the scheduler, never for an executor
         self.lease_gpus = 0 if self.pb.executor.kind == "slurm" else self.pb.run.resources.gpus
         self.real_devices = getattr(scheduler.inventory, "kind", "") != "simulated"
@@ -148,9 +153,12 @@ class ExperimentFlow:
             have = len(seeds)
             seeds = self.pb.run.seeds[:have + verdict["seeds_wanted"]]
         exp = self._update(number, status="running", started_at=self._exp(number).started_at or now())
-        done = {r.seed for r in self.ctx.store.runs(exp.id) if r.status in ("ok", "failed", "timeout", "tampered")}
+        done = {r.seed for r in self.ctx.store.runs(exp.id) if r.status in FINISHED_RUNS}
         todo = [s for s in seeds if s not in done]
-        await asyncio.gather(*(self.run_seed(exp, s, state["commit"]) for s in todo))
+        # the best runs the same seeds alongside, so the critic can pair them
+        best = self.ctx.store.best(self.ctx.campaign.id)
+        await asyncio.gather(*(self.run_seed(exp, s, state["commit"]) for s in todo),
+                             self.reference_seeds(best, seeds))
         if self.ctx.stop.is_set():
             raise Stopped(f"exp-{number} stopped while running")
         return {"seeds": seeds, "verdict": None}
@@ -185,8 +193,10 @@ class ExperimentFlow:
         runs = {r.seed: r for r in self.ctx.store.runs(exp.id)}
         seeds = [SeedResult(s, runs[s].status, runs[s].metrics, runs[s].error) for s in state["seeds"] if s in runs]
         best = self.ctx.store.best(self.ctx.campaign.id)
-        best_values = self._values(best)
-        verdict = self.roles.critic.judge(seeds, best_values, best.number if best else None)
+        await self.reference_seeds(best, state["seeds"])  # a best kept since the run started lacks them
+        if self.ctx.stop.is_set():
+            raise Stopped(f"exp-{number} stopped while its reference ran")
+        verdict = self.roles.critic.judge(seeds, self._reference(best), best.number if best else None)
         verdict.reference = best.number if best else None
         if verdict.verdict == "keep" and self.roles.reviewer is not None:
             ok, why = await asyncio.to_thread(self.roles.reviewer.review, exp.diff, self.pb.rules, number)
@@ -194,13 +204,44 @@ class ExperimentFlow:
                 verdict = Verdict("rejected", f"review: {why}", verdict.mean, verdict.std, verdict.p_value)
         return {"verdict": _v(verdict)}
 
-    def _values(self, exp: Experiment | None) -> list[float]:
+    # -- the reference's seeds (paired with every candidate's) --------------------
+    def _reference(self, exp: Experiment | None) -> dict[int, float]:
+        """The reference's metric on each seed that produced one."""
+        if exp is None:
+            return {}
+        metric = self.pb.objective.metric
+        return {r.seed: v for r in self.ctx.store.runs(exp.id)
+                if r.status == "ok" and (v := metric_value(r.metrics, metric)) is not None}
+
+    async def reference_seeds(self, exp: Experiment | None, seeds: list[int]) -> None:
+        """Make sure the reference experiment has run these seeds (paired tests only); each runs once, shared."""
+        if exp is None or self.roles.critic.test != "paired":
+            return
+        have = {r.seed for r in self.ctx.store.runs(exp.id) if r.status in FINISHED_RUNS}
+        await asyncio.gather(*(self.reference_seed(exp, s) for s in seeds if s not in have))
+
+    async def reference_seed(self, exp: Experiment, seed: int) -> None:
+        """Run one seed of a reference experiment, once however many experiments wait for it."""
+        key = (exp.number, seed)
+        task = self._reference_runs.get(key)
+        if task is None or (task.done() and self._run_status(exp, seed) not in FINISHED_RUNS):
+            task = self._reference_runs[key] = asyncio.ensure_future(self._run_reference(exp, seed))
+        await asyncio.shield(task)
+
+    async def _run_reference(self, exp: Experiment, seed: int) -> None:
         from hive.campaign import seed_stats
 
-        if exp is None:
-            return []
-        values, _, _ = seed_stats(list(self.ctx.store.runs(exp.id)), self.pb.objective.metric)
-        return values
+        await self.run_seed(exp, seed, exp.commit)
+        runs = list(self.ctx.store.runs(exp.id))
+        values, mean, std = seed_stats(runs, self.pb.objective.metric)
+        wall = sum(r.wall_seconds or 0 for r in runs)
+        res = self.pb.run.resources
+        summary = {"metric_mean": mean, "metric_std": std, "n_seeds": len(values)} if values else {}
+        self.ctx.store.update(Experiment, exp.id, cpu_seconds=wall * res.cpu_threads, gpu_seconds=wall * res.gpus,
+                              **summary)
+
+    def _run_status(self, exp: Experiment, seed: int) -> str | None:
+        return next((r.status for r in self.ctx.store.runs(exp.id) if r.seed == seed), None)
 
     async def record(self, state: ExperimentState) -> dict:
         """Store the verdict, the lesson and the costs; on keep, advance the best branch and open a pull request."""
@@ -244,7 +285,7 @@ class ExperimentFlow:
             return v
         runs = {r.seed: r for r in self.ctx.store.runs(exp.id)}
         seeds = [SeedResult(s, r.status, r.metrics, r.error) for s, r in sorted(runs.items()) if r.status == "ok"]
-        again = self.roles.critic.judge(seeds, self._values(best), best.number)
+        again = self.roles.critic.judge(seeds, self._reference(best), best.number)
         again.reference = best.number
         if again.verdict != "keep":
             again.verdict = "discard"

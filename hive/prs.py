@@ -97,8 +97,10 @@ def render_body(store: Store, exp: Experiment, verdict: Verdict, playbook: Playb
     lines.append(f"- {obj.metric} ({obj.direction}): **{_fmt(verdict.mean)} ± {verdict.std or 0:.2g}** over {n_ok} seed(s)")
     lines += [d for d in (_delta(verdict.mean, parent, "parent"), _delta(verdict.mean, baseline, "baseline")) if d]
     if verdict.p_value is not None:
-        lines.append(f"- one-sided Welch t-test vs the best at the time: p = {verdict.p_value:.3g} "
+        test = "paired t-test on the same seeds" if "paired t-test" in verdict.reason else "Welch t-test"
+        lines.append(f"- one-sided {test} vs the best at the time: p = {verdict.p_value:.3g} "
                      f"(alpha {obj.alpha:g}, min_delta {obj.min_delta:g})")
+        lines.append(f"- the critic: {verdict.reason}")
     lines += _constraint_lines(store, exp, playbook)
     lines.append("")
     lines += _seed_table(store, exp, playbook)

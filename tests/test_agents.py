@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from hive.agents.base import CampaignView, ExperimentBrief, Outcome, Proposal
-from hive.agents.critic import Critic, SeedResult, welch_p_value
+from hive.agents.critic import Critic, SeedResult
+from hive.agents.significance import paired_p_value, shifted_gains, welch_p_value
 from hive.agents.knob_coder import (
     KnobCoder,
     read_value,
@@ -34,10 +35,12 @@ def critic():
 
 
 def test_hard_checks_come_first(critic):
-    best = [1.0, 1.1, 0.9]
+    best = {1: 1.0, 2: 1.1, 3: 0.9}
     assert critic.judge([SeedResult(1, "timeout", {}, "killed after 5 s")], best, 1).verdict == "timeout"
     assert critic.judge([SeedResult(1, "failed", {}, "exit code 1")], best, 1).verdict == "crash"
     assert critic.judge([SeedResult(1, "tampered", {}, "changed harness")], best, 1).verdict == "rejected"
+    pruned = critic.judge([SeedResult(1, "pruned", {}, "pruned at step 40")], best, 1)
+    assert pruned.verdict == "pruned" and "step 40" in pruned.reason
     nan = critic.judge([ok(1, float("nan"), bytes=5)], best, 1)
     assert nan.verdict == "invalid" and "finite" in nan.reason
     assert critic.judge([SeedResult(1, "ok", {"bytes": 5})], best, 1).verdict == "invalid"
@@ -45,30 +48,102 @@ def test_hard_checks_come_first(critic):
     assert over.verdict == "invalid" and "bytes" in over.reason
 
 
-def test_screening_then_confirmation(critic):
-    best = [1.0, 1.1, 0.9]
-    assert critic.judge([ok(1, 1.2, bytes=1)], best, 1).verdict == "discard"
-    more = critic.judge([ok(1, 0.5, bytes=1)], best, 1)
-    assert more.verdict == "more_seeds" and more.seeds_wanted == 2
-    keep = critic.judge([ok(1, 0.5, bytes=1), ok(2, 0.52, bytes=1), ok(3, 0.48, bytes=1)], best, 1)
-    assert keep.verdict == "keep" and keep.p_value < 0.05
-    lucky = critic.judge([ok(1, 0.5, bytes=1), ok(2, 1.3, bytes=1), ok(3, 1.2, bytes=1)], best, 1)
-    assert lucky.verdict == "discard"
-    tiny = critic.judge([ok(1, 0.995, bytes=1), ok(2, 0.996, bytes=1), ok(3, 0.994, bytes=1)], [1.0, 1.0, 1.0], 1)
+def _seeds(*values: float) -> list[SeedResult]:
+    return [ok(i, v, bytes=1) for i, v in enumerate(values, 1)]
+
+
+def test_the_screen_compares_with_the_best_on_the_same_seed(critic):
+    best = {1: 1.0, 2: 1.3, 3: 1.2}  # mean 1.17
+    # 1.1 beats the best's mean but not its value on seed 1: a paired screen discards it
+    screen = critic.judge(_seeds(1.1), best, 1)
+    assert screen.verdict == "discard" and "exp-1 on seed 1" in screen.reason
+    unpaired = Critic(critic.objective, test="welch").judge(_seeds(1.1), best, 1)
+    assert unpaired.verdict == "more_seeds" and "mean" in unpaired.reason
+    more = critic.judge(_seeds(0.9), best, 1)
+    assert more.verdict == "more_seeds" and more.seeds_wanted == 1
+
+
+def test_paired_confirmation_keeps_what_welch_cannot_see(critic):
+    # the issue's exp-36 against the baseline: large shared seed effects, small paired differences
+    best = {1: 1.9809, 2: 1.9294, 3: 1.9525}
+    objective = Objective(metric="loss", min_delta=0.0072, alpha=0.05, confirm_seeds=3)
+    candidate = _seeds(1.9461, 1.9073, 1.9287)
+    paired = Critic(objective).judge(candidate, best, 1)
+    assert paired.verdict == "keep" and "paired t-test" in paired.reason
+    assert paired.p_value == pytest.approx(0.019, abs=0.002)
+    welch = Critic(objective, test="welch").judge(candidate, best, 1)
+    assert welch.verdict == "discard" and welch.p_value == pytest.approx(0.18, abs=0.02)
+
+
+def test_sequential_confirmation_stops_early_both_ways(critic):
+    seq = Critic(critic.objective, max_seeds=5)
+    best = {1: 1.0, 2: 1.1, 3: 0.9, 4: 1.05, 5: 0.95}
+    assert seq.looks == (3, 4, 5) and seq.level < critic.objective.alpha
+    # before the first look only futility can stop it
+    assert seq.judge(_seeds(0.5, 0.52), best, 1).verdict == "more_seeds"
+    assert seq.judge(_seeds(0.9, 1.3), best, 1).verdict == "discard"
+    keep = seq.judge(_seeds(0.5, 0.62, 0.38), best, 1)
+    assert keep.verdict == "keep" and keep.p_value < seq.level, "a clear win is kept at the first look"
+    unsure = seq.judge(_seeds(0.9, 1.06, 0.87), best, 1)
+    assert unsure.verdict == "more_seeds", unsure.reason
+    futile = seq.judge(_seeds(0.98, 1.1, 0.9), best, 1)
+    assert futile.verdict == "discard" and "futility" in futile.reason
+    last = seq.judge(_seeds(0.9, 1.06, 0.87, 1.08, 0.96), best, 1)
+    assert last.verdict == "discard" and "after 5 seeds" in last.reason
+    tiny = critic.judge(_seeds(0.995, 1.096, 0.894), best, 1)
     assert tiny.verdict == "discard" and "min_delta" in tiny.reason
 
 
+def test_unpaired_seeds_fall_back_to_welch_and_say_why(critic):
+    best = {1: 1.0, 2: 1.02}  # seed 3 of the best failed
+    verdict = critic.judge(_seeds(0.5, 0.52, 0.48), best, 7)
+    assert verdict.verdict == "keep" and "Welch" in verdict.reason and "exp-7 has no seed 3" in verdict.reason
+
+
+def test_one_seed_decides_when_no_test_is_asked_for():
+    greedy = Critic(Objective(metric="loss", min_delta=0.0, confirm_seeds=1))
+    assert greedy.judge(_seeds(0.9), {1: 1.0}, 1).verdict == "keep"
+    assert greedy.judge(_seeds(1.1), {1: 1.0}, 1).verdict == "discard"
+
+
+def test_the_sequential_boundary_holds_alpha_on_noise():
+    """Paired null confirmations (no real gain, shared seed effects): keeps stay at or below alpha."""
+    import random
+
+    rng = random.Random(5)
+    objective = Objective(metric="loss", min_delta=0.0, alpha=0.05, confirm_seeds=3)
+    seq = Critic(objective, max_seeds=5)
+    keeps, trials = 0, 2000
+    for _ in range(trials):
+        shared = [rng.gauss(0, 3) for _ in range(5)]
+        best = {s + 1: shared[s] + rng.gauss(0, 1) for s in range(5)}
+        values = []
+        for s in range(5):
+            values.append(shared[s] + rng.gauss(0, 1))
+            verdict = seq.judge(_seeds(*values), best, 1)
+            if verdict.verdict != "more_seeds":
+                break
+        keeps += verdict.verdict == "keep"
+    # alpha at every look would keep about 8 %; the futility stops take it further below the bound
+    assert keeps / trials <= 0.05 + 0.01, keeps
+
+
 def test_welch_direction_and_shift():
-    obj = Objective(metric="m", direction="maximize", min_delta=0.0)
-    assert welch_p_value(obj, [2.0, 2.1, 1.9], [1.0, 1.1, 0.9]) < 0.01
-    assert welch_p_value(obj, [1.0, 1.1, 0.9], [2.0, 2.1, 1.9]) > 0.99
-    shifted = Objective(metric="m", direction="maximize", min_delta=1.5)
-    assert welch_p_value(shifted, [2.0, 2.1, 1.9], [1.0, 1.1, 0.9]) > 0.5
-    assert welch_p_value(obj, [1.0], [1.0, 2.0]) is None
+    assert welch_p_value("maximize", [2.0, 2.1, 1.9], [1.0, 1.1, 0.9], 0.0) < 0.01
+    assert welch_p_value("maximize", [1.0, 1.1, 0.9], [2.0, 2.1, 1.9], 0.0) > 0.99
+    assert welch_p_value("maximize", [2.0, 2.1, 1.9], [1.0, 1.1, 0.9], 1.5) > 0.5
+    assert welch_p_value("maximize", [1.0], [1.0, 2.0], 0.0) is None
     # a best with one value (its other seeds failed): a one-sample test, not a keep on the mean alone
-    lone = Objective(metric="m", direction="minimize", min_delta=0.0)
-    assert welch_p_value(lone, [0.5, 1.3, 0.9], [1.0]) > 0.3
-    assert welch_p_value(lone, [0.50, 0.51, 0.49], [1.0]) < 0.01
+    assert welch_p_value("minimize", [0.5, 1.3, 0.9], [1.0], 0.0) > 0.3
+    assert welch_p_value("minimize", [0.50, 0.51, 0.49], [1.0], 0.0) < 0.01
+
+
+def test_paired_p_value_direction_and_shift():
+    gains = shifted_gains("minimize", [0.9, 0.95, 0.85], [1.0, 1.04, 0.96], 0.0)
+    assert paired_p_value(gains) < 0.01
+    assert paired_p_value(shifted_gains("minimize", [0.9, 0.95, 0.85], [1.0, 1.04, 0.96], 0.2)) > 0.99
+    assert paired_p_value(shifted_gains("maximize", [1.1, 1.05, 1.15], [1.0, 0.96, 1.04], 0.0)) < 0.01
+    assert paired_p_value([0.1]) is None and paired_p_value([0.1, 0.1]) == 0.0
 
 
 SOURCE = '''import os

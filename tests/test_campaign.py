@@ -56,7 +56,7 @@ def test_optuna_campaign_keeps_an_improvement_with_evidence(hive, tmp_path):
 
     prs = rows(root / "hive.db", "select experiment_number, title, body from pullrequest order by number")
     assert [p[0] for p in prs] == [k[0] for k in kept]
-    assert "Welch" in prs[0][2] and "| seed |" in prs[0][2]
+    assert "paired t-test on the same seeds" in prs[0][2] and "| seed |" in prs[0][2]
     # every experiment number once, no gaps, every one finished
     numbers = rows(root / "hive.db", "select number, status from experiment order by number")
     assert [n for n, _ in numbers] == list(range(1, 13)) and {s for _, s in numbers} == {"done"}

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-VerdictName = Literal["baseline", "keep", "discard", "crash", "timeout", "invalid", "edit_failed", "rejected",
-                      "no_proposal"]
+VerdictName = Literal["baseline", "keep", "discard", "crash", "timeout", "pruned", "invalid", "edit_failed",
+                      "rejected", "no_proposal"]
 
 
 @dataclass

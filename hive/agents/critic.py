@@ -1,14 +1,12 @@
-"""The critic: hard checks first, then noise-aware statistics against the best (one-sided Welch t-test)."""
+"""The critic: hard checks first, then paired, sequential statistics against the best (see significance.py)."""
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass
 
-from scipy import stats
-
 from hive.agents.base import Verdict
+from hive.agents.significance import look_level, looks, paired_p_value, shifted_gains, welch_p_value
 from hive.objective import Constraint, check_constraints, improvement, metric_value
 from hive.playbook import Objective
 
@@ -18,33 +16,9 @@ class SeedResult:
     """What the critic needs from one seed."""
 
     seed: int
-    status: str  # ok | failed | timeout | tampered | cancelled
+    status: str  # ok | failed | timeout | pruned | tampered | cancelled
     metrics: dict
     error: str = ""
-
-
-def welch_p_value(objective: Objective, candidate: list[float], best: list[float]) -> float | None:
-    """P-value of 'candidate beats best by more than min_delta' (one-sided Welch).
-
-    Against a best with a single value, a one-sample t-test of the candidate's seeds; None when the candidate
-    has a single value (a playbook with confirm_seeds: 1 asked for no test).
-    """
-    if len(candidate) < 2 or not best:
-        return None
-    shift = objective.min_delta
-    if objective.direction == "minimize":
-        shifted, alternative = [v + shift for v in candidate], "less"
-    else:
-        shifted, alternative = [v - shift for v in candidate], "greater"
-    if statistics.pvariance(shifted) == 0 and (len(best) < 2 or statistics.pvariance(best) == 0):
-        better = improvement(objective, statistics.fmean(candidate), statistics.fmean(best)) > shift
-        return 0.0 if better else 1.0
-    if len(best) < 2:
-        result = stats.ttest_1samp(shifted, best[0], alternative=alternative)
-    else:
-        result = stats.ttest_ind(shifted, best, equal_var=False, alternative=alternative)
-    p = float(result.pvalue)
-    return p if math.isfinite(p) else 1.0
 
 
 def constraint_excess(objective: Objective, metrics: dict) -> list[float]:
@@ -65,42 +39,94 @@ def constraint_excess(objective: Objective, metrics: dict) -> list[float]:
 
 
 class Critic:
-    """Judges an experiment from its seeds: hard checks, then screening, then confirmation."""
+    """Judges an experiment from its seeds: hard checks, the first-seed screen, then sequential confirmation.
 
-    def __init__(self, objective: Objective):
+    `test` is "paired" (the candidate's seeds against the reference's values on the same seeds, Hive's default)
+    or "welch" (seeds not paired); `max_seeds` is the most seeds a candidate is given (default confirm_seeds).
+    """
+
+    def __init__(self, objective: Objective, test: str | None = None, max_seeds: int | None = None):
         self.objective = objective
+        self.test = test or getattr(objective, "test", "paired")
+        self.max_seeds = max(max_seeds or getattr(objective, "max_seeds", None) or objective.confirm_seeds,
+                             objective.confirm_seeds)
+        self.looks = looks(objective.confirm_seeds, self.max_seeds)
 
-    def judge(self, seeds: list[SeedResult], best_values: list[float], best_number: int | None) -> Verdict:
-        """A verdict, or `more_seeds` with how many more the candidate has earned."""
-        obj = self.objective
+    @property
+    def level(self) -> float:
+        """The nominal level at each look (alpha itself when there is one look)."""
+        return look_level(self.objective.alpha, self.looks)
+
+    def judge(self, seeds: list[SeedResult], reference: dict[int, float], reference_number: int | None) -> Verdict:
+        """A verdict, or `more_seeds` when the candidate has earned its next seed."""
         hard = self._hard_checks(seeds)
         if hard is not None:
             return hard
-        values = [metric_value(s.metrics, obj.metric) for s in seeds]
-        mean = statistics.fmean(values)
-        std = statistics.stdev(values) if len(values) > 1 else None
-        if not best_values:
+        values = {s.seed: metric_value(s.metrics, self.objective.metric) for s in seeds}
+        mean = statistics.fmean(values.values())
+        std = statistics.stdev(values.values()) if len(values) > 1 else None
+        if not reference:
             return Verdict("discard", "no best to compare with", mean, std)
-        best_mean = statistics.fmean(best_values)
-        gain = improvement(obj, mean, best_mean)
-        ref = f"exp-{best_number}" if best_number else "the best"
-        if len(seeds) == 1 and obj.confirm_seeds > 1:
-            if gain <= 0:
-                return Verdict("discard", f"first seed {obj.metric}={mean:.6g} does not beat {ref} "
-                                          f"({best_mean:.6g})", mean, std)
-            return Verdict("more_seeds", f"first seed beats {ref} by {gain:.4g}; confirming",
-                           mean, std, seeds_wanted=obj.confirm_seeds - 1)
-        p = welch_p_value(obj, values, best_values)
-        spread = f" ± {std:.2g}" if std is not None else ""
-        evidence = (f"mean {mean:.6g}{spread} over {len(values)} seed(s) vs {ref} {best_mean:.6g} "
-                    f"(gain {gain:+.4g}, min_delta {obj.min_delta:g}" + (f", p={p:.3g})" if p is not None else ")"))
+        ref = f"exp-{reference_number}" if reference_number else "the best"
+        if len(values) == 1:
+            return self._screen(values, reference, ref, mean)
+        return self._confirm(values, reference, ref, mean, std)
+
+    def _screen(self, values: dict[int, float], reference: dict[int, float], ref: str, mean: float) -> Verdict:
+        """One seed: against the reference's value on the same seed (or its mean, unpaired)."""
+        obj = self.objective
+        seed, value = next(iter(values.items()))
+        if self.test == "paired" and seed in reference:
+            against, label = reference[seed], f"{ref} on seed {seed}"
+        else:
+            missing = f"; {ref} has no seed {seed}" if self.test == "paired" else ""
+            against, label = statistics.fmean(reference.values()), f"{ref}'s mean{missing}"
+        gain = improvement(obj, value, against)
+        shown = f"seed {seed} {obj.metric}={value:.6g} vs {label} {against:.6g} (gain {gain:+.4g})"
+        if self.max_seeds == 1:  # one seed decides (no test was asked for)
+            if gain > obj.min_delta:
+                return Verdict("keep", f"{shown}, min_delta {obj.min_delta:g}; one seed, no test", mean)
+            return Verdict("discard", f"{shown} is not above min_delta {obj.min_delta:g}", mean)
         if gain <= 0:
-            return Verdict("discard", f"no gain: {evidence}", mean, std, p)
-        if gain <= obj.min_delta:
-            return Verdict("discard", f"gain below min_delta: {evidence}", mean, std, p)
-        if p is not None and p >= obj.alpha:
-            return Verdict("discard", f"not significant at alpha {obj.alpha:g}: {evidence}", mean, std, p)
-        return Verdict("keep", evidence, mean, std, p)
+            return Verdict("discard", f"first {shown} does not beat it", mean)
+        return Verdict("more_seeds", f"first {shown}; confirming", mean, seeds_wanted=1)
+
+    def _confirm(self, values: dict[int, float], reference: dict[int, float], ref: str, mean: float,
+                 std: float | None) -> Verdict:
+        obj = self.objective
+        n = len(values)
+        missing = [s for s in values if s not in reference]
+        if self.test == "paired" and not missing:
+            shifted = shifted_gains(obj.direction, list(values.values()), [reference[s] for s in values],
+                                    obj.min_delta)
+            gain = statistics.fmean(shifted) + obj.min_delta
+            spread = statistics.stdev(shifted)
+            p = paired_p_value(shifted)
+            method = f"paired t-test on seeds {','.join(map(str, values))}: gain {gain:+.4g} ± {spread:.2g}"
+        else:
+            why = f" ({ref} has no seed {', '.join(map(str, missing))})" if self.test == "paired" else ""
+            best = list(reference.values())
+            gain = improvement(obj, mean, statistics.fmean(best))
+            p = welch_p_value(obj.direction, list(values.values()), best, obj.min_delta)
+            method = (f"Welch t-test{why}: mean {mean:.6g} over {n} seeds vs {ref} {statistics.fmean(best):.6g} "
+                      f"over {len(best)}, gain {gain:+.4g}")
+        look = n in self.looks
+        level = self.level
+        p_text = f", p={p:.3g}" if p is not None else ""
+        evidence = (f"{method} vs {ref} (min_delta {obj.min_delta:g}{p_text}, level {level:.3g} at each of "
+                    f"{len(self.looks)} look(s) for alpha {obj.alpha:g})")
+        if look and gain > obj.min_delta and p is not None and p < level:
+            return Verdict("keep", evidence, mean, std, p)
+        if n >= self.looks[-1]:
+            if gain <= 0:
+                return Verdict("discard", f"no gain: {evidence}", mean, std, p)
+            if gain <= obj.min_delta:
+                return Verdict("discard", f"gain below min_delta: {evidence}", mean, std, p)
+            return Verdict("discard", f"not significant after {n} seeds: {evidence}", mean, std, p)
+        # futility: no better than the reference so far, or (at a look) not even min_delta better
+        if gain <= 0 or (look and gain <= obj.min_delta):
+            return Verdict("discard", f"stopped for futility after {n} seeds: {evidence}", mean, std, p)
+        return Verdict("more_seeds", f"promising after {n} seeds: {evidence}", mean, std, p, seeds_wanted=1)
 
     def _hard_checks(self, seeds: list[SeedResult]) -> Verdict | None:
         obj = self.objective
@@ -109,6 +135,8 @@ class Critic:
                 return Verdict("rejected", f"seed {s.seed}: {s.error}")
             if s.status == "timeout":
                 return Verdict("timeout", f"seed {s.seed}: {s.error}")
+            if s.status == "pruned":
+                return Verdict("pruned", f"seed {s.seed}: {s.error}")
             if s.status != "ok":
                 return Verdict("crash", f"seed {s.seed}: {s.error.splitlines()[0] if s.error else s.status}")
             if metric_value(s.metrics, obj.metric) is None:
