@@ -13,10 +13,12 @@ from hive.agents.knob_coder import runtime_knobs
 from hive.executors.base import Executor, RunRequest, RunResult, scrubbed_environment
 from hive.objective import read_metrics
 from hive.playbook import EnvBinding, FlagBinding, Playbook
+from hive.progress import ProgressWatch
 from hive.workspace import Workspace
 
 LOG_TAIL_BYTES = 4000
 PARSE_TAIL_BYTES = 2 * 2**20  # metrics are read from the end of a log; a huge log is not read whole
+FOLLOW_SECONDS = 0.25  # how often a followed log is read for new progress lines
 OOM_SIGNS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "CUDA out of memory", "OutOfMemoryError")
 
 
@@ -24,7 +26,7 @@ OOM_SIGNS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "CUDA ou
 class SeedOutcome:
     """What one seed produced: the metrics Hive trusts, and how the run went."""
 
-    status: str  # ok | failed | timeout | cancelled | tampered
+    status: str  # ok | failed | timeout | pruned | cancelled | tampered
     metrics: dict
     result: RunResult
     log_path: Path
@@ -78,6 +80,38 @@ def _out_of_memory(result: RunResult, tail: str) -> bool:
     return any(sign in tail for sign in OOM_SIGNS) or (result.exit_code == -9 and not result.timed_out)
 
 
+def follow(executor: Executor, request: RunRequest, cancel: threading.Event | None,
+           watch: ProgressWatch | None) -> RunResult:
+    """Run a request; with a watch, read its log as it grows and stop the run once the watch prunes it."""
+    if watch is None:
+        return executor.run(request, cancel)
+    halt, done = threading.Event(), threading.Event()
+
+    def read() -> None:
+        offset = 0
+        while not done.is_set():
+            if cancel is not None and cancel.is_set():
+                halt.set()
+            try:
+                with open(request.log_path, "rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except OSError:
+                chunk = b""
+            offset += len(chunk)
+            if chunk and watch.feed(chunk.decode("utf-8", "replace")) is not None:
+                halt.set()
+            done.wait(FOLLOW_SECONDS)
+
+    reader = threading.Thread(target=read, name=f"follow {request.label}", daemon=True)
+    reader.start()
+    try:
+        return executor.run(request, halt)
+    finally:
+        done.set()
+        reader.join()
+
+
 class Runner:
     """Runs seeds for a campaign through one executor."""
 
@@ -119,8 +153,12 @@ class Runner:
         return None
 
     def run_seed(self, number: int, seed: int, commit: str, devices: list[int] | None = None,
-                 cancel: threading.Event | None = None) -> SeedOutcome:
-        """Run the playbook's command for one seed on `commit`, then its scorer; never raises for a bad run."""
+                 cancel: threading.Event | None = None, watch: ProgressWatch | None = None,
+                 reference: str = "the best") -> SeedOutcome:
+        """Run the playbook's command for one seed on `commit`, then its scorer; never raises for a bad run.
+
+        With a `watch`, the log is followed while the run runs and a run clearly behind `reference` is stopped.
+        """
         pb = self.playbook
         run_dir = self.workspace.run_dir(number, seed, commit)
         log_path = self.workspace.logs / f"exp-{number}" / f"seed-{seed}.log"
@@ -137,14 +175,18 @@ class Runner:
                              threads=pb.run.resources.cpu_threads, memory_mb=pb.run.resources.memory_mb,
                              label=f"{self.workspace.campaign}/exp-{number}/seed-{seed}", network=pb.run.network,
                              **self._sandbox_view(pb.run.command, *pb.run.env.values()))
-        watch = self._enter()
+        key = self._enter()
         try:
-            result = self.executor.run(request, cancel)
+            result = follow(self.executor, request, cancel, watch)
         finally:
-            alone = self._leave(watch)
+            alone = self._leave(key)
         cap_log(log_path, pb.run.max_log_mb)
         # a run must only write inside its own folder: writes into the campaign repo are caught here
         tampered = self._foreign_writes(alone, log_path)
+        if watch is not None and watch.pruned is not None and result.cancelled and not (cancel and cancel.is_set()):
+            prune = watch.pruned
+            metrics = {"pruned_step": prune.step, "pruned_gap": prune.gap, "wall_seconds": round(result.wall_seconds, 3)}
+            return SeedOutcome("pruned", metrics, result, log_path, prune.reason(reference))
         if result.cancelled:
             return SeedOutcome("cancelled", {}, result, log_path, "cancelled")
         if tampered:
