@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import optuna
 import pytest
@@ -16,7 +17,7 @@ from hive.agents.knob_coder import (
     rewrite_assignment,
     runtime_knobs,
 )
-from hive.agents.search import SearchProposer
+from hive.agents.search import SearchProposer, trust_region
 from hive.errors import BudgetExhausted, EditRejected
 from hive.executors import LocalExecutor
 from hive.playbook import Objective, Playbook
@@ -211,12 +212,12 @@ def test_knob_coder_files_flags_and_env_reach_the_run(tmp_path):
         KnobCoder(pb).code(Proposal("h", knobs={"NOPE": 1}), tree)
 
 
-def _view(best_knobs=None) -> CampaignView:
+def _view(best_knobs=None, since_best: int = 0) -> CampaignView:
     base = ExperimentBrief(number=1, hypothesis="baseline", verdict="baseline", metric_mean=1.0,
                            knobs=best_knobs or {})
     return CampaignView(name="s", metric="loss", direction="minimize", constraints=[], rules="", knobs=[],
                         editable=[], protected=[], baseline=base, best=base, leaderboard=[], recent=[], in_flight=[],
-                        lessons=[])
+                        lessons=[], since_best=since_best)
 
 
 def _search_playbook(tmp_path, choices):
@@ -265,6 +266,65 @@ def test_greedy_moves_one_knob_from_the_best(tmp_path):
     proposal = proposer.propose(_view({"LR": 0.01, "N": 50}), 2)
     moved = [k for k in ("LR", "N") if proposal.knobs[k] != {"LR": 0.01, "N": 50}[k]]
     assert len(moved) == 1, proposal.knobs
+
+
+def _wide_playbook(tmp_path):
+    knobs = [{"name": f"F{i}", "type": "float", "low": 0.0, "high": 10.0, "bind": {"env": f"F{i}"}} for i in range(4)]
+    knobs += [{"name": "LR", "type": "float", "low": 0.001, "high": 1.0, "log": True, "bind": {"env": "LR"}},
+              {"name": "N", "type": "int", "low": 0, "high": 100, "step": 10, "bind": {"env": "N"}},
+              {"name": "B", "type": "categorical", "choices": [8, 16, 32, 64, 128], "bind": {"env": "B"}}]
+    center = {"F0": 5.0, "F1": 5.0, "F2": 5.0, "F3": 5.0, "LR": 0.03, "N": 50, "B": 32}
+    return _playbook(tmp_path, knobs), center
+
+
+def test_local_search_moves_a_few_knobs_of_the_best_inside_a_widening_region(tmp_path):
+    pb, center = _wide_playbook(tmp_path)
+    proposer = SearchProposer(pb, tmp_path / "o.journal", "l", seed=4, baseline=center)
+    assert trust_region(0) == (1, 0.1) and trust_region(4) == (2, 0.2) and trust_region(8) == (3, 0.4)
+    assert trust_region(40) == (3, 1.0)
+    for number, since in enumerate((0, 0, 0, 4, 4, 8, 8, 8), 2):
+        proposal = proposer.propose(_view(center, since), number)
+        count, radius = trust_region(since)
+        moved = {k: v for k, v in proposal.knobs.items() if v != center[k]}
+        assert 1 <= len(moved) <= count, (since, moved)
+        for name, value in moved.items():
+            if name.startswith("F"):
+                assert abs(value - 5.0) <= 10.0 * radius + 1e-9
+            elif name == "LR":
+                assert abs(math.log(value / 0.03)) <= math.log(1000) * radius + 1e-9
+            elif name == "N":
+                assert value % 10 == 0 and abs(value - 50) <= max(10, 100 * radius)
+            else:
+                assert abs([8, 16, 32, 64, 128].index(value) - 2) <= max(1, round(5 * radius))
+        assert "local search around exp-1" in proposal.rationale
+        proposer.observe(proposal, Outcome(number, "discard", 2.0))
+
+
+def test_global_search_samples_every_knob(tmp_path):
+    pb, center = _wide_playbook(tmp_path)
+    proposer = SearchProposer(pb, tmp_path / "o.journal", "g", strategy="random", seed=4, baseline=center,
+                              search="global")
+    moved = [sum(v != center[k] for k, v in proposer.propose(_view(center), n).knobs.items()) for n in range(2, 6)]
+    assert min(moved) >= 5, moved
+
+
+def test_local_search_never_proposes_the_best_or_a_twin_again(tmp_path):
+    pb = _playbook(tmp_path, [{"name": "N", "type": "int", "low": 0, "high": 4, "bind": {"env": "N"}},
+                              {"name": "LR", "type": "float", "low": 0.1, "high": 0.2, "step": 0.05,
+                               "bind": {"env": "LR"}}])
+    center = {"N": 2, "LR": 0.15}
+    proposer = SearchProposer(pb, tmp_path / "o.journal", "t", seed=0, baseline=center)
+    seen = {(2, 0.15)}
+    for number in range(2, 10):  # 5 x 3 configurations; some are beyond the trust region for a while
+        try:
+            proposal = proposer.propose(_view(center, since_best=number * 4), number)
+        except BudgetExhausted:
+            break
+        key = (proposal.knobs["N"], round(proposal.knobs["LR"], 6))
+        assert key not in seen, key
+        seen.add(key)
+        proposer.observe(proposal, Outcome(number, "discard", 2.0))
+    assert len(seen) >= 8
 
 
 def test_a_keep_judged_against_a_replaced_best_must_beat_the_new_one(tmp_path):

@@ -65,6 +65,7 @@ class CampaignView:
     recent: list[ExperimentBrief]
     in_flight: list[ExperimentBrief]
     lessons: list[str]
+    since_best: int = 0  # experiments finished since the best was kept (the local search widens with it)
 
 
 @dataclass

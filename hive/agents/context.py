@@ -39,6 +39,7 @@ def campaign_view(store: Store, campaign_id: int, playbook: Playbook, recent: in
         recent=[brief(e, with_diff=True) for e in finished],
         in_flight=[brief(e) for e in in_flight if e.kind != "baseline"],
         lessons=_lessons(store, campaign_id),
+        since_best=store.count_finished_since(campaign_id, best.finished_at if best else None),
     )
 
 

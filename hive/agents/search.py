@@ -1,4 +1,9 @@
-"""Proposers without an LLM: Optuna TPE over the knobs, random search, and one-knob-at-a-time greedy hill climbing."""
+"""Proposers without an LLM: Optuna TPE or random sampling over the knobs, and one-knob-at-a-time greedy climbing.
+
+By default (`search: local`) a proposal changes one to three knobs of the current best, inside a trust region
+that starts small after each keep and widens as experiments since then fail; the sampler (TPE or random)
+chooses the values there. `search: global` samples every knob over its whole range.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,11 @@ from hive.playbook import FileBinding, Knob, Playbook
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FAILED_VERDICTS = ("crash", "timeout", "edit_failed", "rejected", "no_proposal")
 MAX_DUPLICATE_ASKS = 30
+# the trust region: after a keep, one knob within +-10 % of its range; every WIDEN_EVERY experiments without a
+# keep, one knob more (up to MAX_KNOBS) and twice the radius (up to the whole range)
+FIRST_RADIUS = 0.1
+WIDEN_EVERY = 4
+MAX_KNOBS = 3
 
 
 def distribution(knob: Knob):
@@ -71,7 +81,42 @@ def study_storage(journal: Path) -> JournalStorage:
 
 
 def _key(params: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, round(v, 12) if isinstance(v, float) else v) for k, v in params.items()))
+    """Configurations that the knob coder would write identically are the same configuration."""
+    return tuple(sorted((k, format_value(v) if isinstance(v, float) else v) for k, v in params.items()))
+
+
+def trust_region(failures: int) -> tuple[int, float]:
+    """How many knobs a local proposal changes and how far (a fraction of each range), after `failures`."""
+    widenings = failures // WIDEN_EVERY
+    return min(MAX_KNOBS, 1 + widenings), min(1.0, FIRST_RADIUS * 2 ** widenings)
+
+
+def local_distribution(knob: Knob, center: Any, radius: float):
+    """The knob's distribution cut to `radius` (a fraction of its range, of its log-range if log) around `center`."""
+    full = distribution(knob)
+    if knob.type == "categorical" or radius >= 1.0 or not _contains(full, center):
+        return full
+    if knob.log:
+        span = (math.log(knob.high) - math.log(knob.low)) * radius
+        low, high = center * math.exp(-span), center * math.exp(span)
+    else:
+        span = (knob.high - knob.low) * radius
+        low, high = center - span, center + span
+    low, high = max(knob.low, low), min(knob.high, high)
+    step = knob.step if not knob.log else None
+    if knob.type == "int":
+        step = int(step or 1)
+        # stay on the knob's grid, and at least one step away on some side
+        low = int(knob.low) + math.floor((low - knob.low) / step) * step
+        high = int(knob.low) + math.ceil((high - knob.low) / step) * step
+        low, high = min(low, int(center) - step), max(high, int(center) + step)
+        low, high = max(int(knob.low), low), min(int(knob.high), high)
+        return IntDistribution(low, high, log=knob.log, step=1 if knob.log else step)
+    if step:
+        low = knob.low + math.floor((low - knob.low) / step) * step
+        high = knob.low + math.ceil((high - knob.low) / step) * step
+        high = min(knob.high, high)
+    return FloatDistribution(low, high, log=knob.log, step=step)
 
 
 class SearchProposer:
@@ -82,10 +127,11 @@ class SearchProposer:
     """
 
     def __init__(self, playbook: Playbook, journal: Path, study_name: str, strategy: str = "optuna",
-                 seed: int | None = None, baseline: dict[str, Any] | None = None):
+                 seed: int | None = None, baseline: dict[str, Any] | None = None, search: str = "local"):
         if not playbook.knobs:
             raise BudgetExhausted(f"strategist {strategy!r} needs 'knobs' in the playbook")
         self.name = strategy
+        self.search = search
         self.playbook = playbook
         self.knobs = {k.name: k for k in playbook.knobs}
         self.dists = {k.name: distribution(k) for k in playbook.knobs}
@@ -104,29 +150,77 @@ class SearchProposer:
     def propose(self, view: CampaignView, number: int) -> Proposal:
         with self._lock:
             self._seed_baseline(view)
-            seen = {_key(t.params): t for t in self.study.get_trials(deepcopy=False)
+            seen = {_key(t.params): t.value for t in self.study.get_trials(deepcopy=False)
                     if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL, TrialState.WAITING)}
-            for _ in range(MAX_DUPLICATE_ASKS):
+            center = self._center(view)
+            local = self.search == "local" and self.name != "greedy"
+            if local and view.best is not None:
+                seen.setdefault(_key(center), view.best.metric_mean)  # the best itself, e.g. a combination
+            rationale = f"{self.name} trial"
+            for attempt in range(MAX_DUPLICATE_ASKS):
+                dists = self.dists
                 if self.name == "greedy":
                     self.study.enqueue_trial(self._neighbour(view), skip_if_exists=False)
-                trial = self.study.ask(self.dists)
-                twin = seen.get(_key(trial.params))
-                if twin is None or twin.number == trial.number:
+                elif local:
+                    # a region whose every point was tried widens until something new is in it
+                    dists, rationale = self._local_ask(view, center, view.since_best + attempt * WIDEN_EVERY)
+                trial = self.study.ask(dists)
+                key = _key(trial.params)
+                if key not in seen:
                     break
-                # already tried: tell the study what that gave, and ask again
-                if twin.state == TrialState.COMPLETE:
-                    self.study.tell(trial, twin.value)
+                # already tried (or in flight): tell the study what that gave, and ask again
+                if seen[key] is not None:
+                    self.study.tell(trial, seen[key])
                 else:
                     self.study.tell(trial, state=TrialState.FAIL)
             else:
                 raise BudgetExhausted("the knob search space is exhausted: every proposal was tried before")
         params = trial.params
-        best = view.best.knobs if view.best and view.best.knobs else self.baseline
+        best = center if local else (view.best.knobs if view.best and view.best.knobs else self.baseline)
         changes = [f"{k} {format_value(best[k])} -> {format_value(v)}" if k in best else f"{k}={format_value(v)}"
                    for k, v in params.items() if best.get(k) != v]
         hypothesis = "set " + (", ".join(changes) if changes else "the best's values again")
-        return Proposal(hypothesis=hypothesis, rationale=f"{self.name} trial {trial.number}", parent=None,
+        return Proposal(hypothesis=hypothesis, rationale=f"{rationale} {trial.number}", parent=None,
                         knobs=params, trial=trial.number, strategist=self.name)
+
+    def _center(self, view: CampaignView) -> dict[str, Any]:
+        """The best's knob values (the baseline's where the best does not say; a random value where neither does)."""
+        center = dict(self.baseline)
+        if view.best and view.best.knobs:
+            center.update({k: v for k, v in view.best.knobs.items() if k in self.dists})
+        for name in self.dists:
+            if name not in center or not _contains(self.dists[name], center[name]):
+                center[name] = self._random_value(self.knobs[name])
+        return center
+
+    def _local_ask(self, view: CampaignView, center: dict[str, Any], failures: int) -> tuple[dict, str]:
+        """Fix all but a few knobs at the best's values; the sampler picks the others inside the trust region."""
+        count, radius = trust_region(failures)
+        moved = self.rng.sample(sorted(self.dists), min(count, len(self.dists)))
+        fixed = {k: v for k, v in center.items() if k not in moved}
+        dists = dict(self.dists)
+        for name in moved:
+            knob = self.knobs[name]
+            if knob.type == "categorical":
+                fixed[name] = self._nearby_choice(knob, center[name], radius)
+            else:
+                dists[name] = local_distribution(knob, center[name], radius)
+        self.study.enqueue_trial(fixed, skip_if_exists=False)
+        ref = f"exp-{view.best.number}" if view.best else "the baseline"
+        why = (f"local search around {ref}: {', '.join(moved)} within {radius:.0%} of the range "
+               f"({view.since_best} experiment(s) since the last keep); {self.name}")
+        return dists, why
+
+    def _nearby_choice(self, knob: Knob, current: Any, radius: float) -> Any:
+        """Another choice of a categorical knob; for numbers, one of the nearest in order (more as radius grows)."""
+        choices = list(knob.choices)
+        others = [c for c in choices if c != current] or choices
+        if current in choices and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices):
+            ordered = sorted(choices)
+            i = ordered.index(current)
+            reach = max(1, round(radius * len(ordered)))
+            others = [c for j, c in enumerate(ordered) if c != current and abs(j - i) <= reach]
+        return self.rng.choice(others)
 
     def observe(self, proposal: Proposal, outcome: Outcome) -> None:
         if proposal.trial is None:

@@ -120,6 +120,15 @@ class Store:
                 q = q.where(Experiment.kind == kind)
             return s.exec(q).one()
 
+    def count_finished_since(self, campaign_id: int, when: datetime | None) -> int:
+        """How many candidate experiments finished after `when` (all of them when None)."""
+        with self.session() as s:
+            q = select(func.count()).select_from(Experiment).where(
+                Experiment.campaign_id == campaign_id, Experiment.status == FINISHED, Experiment.kind != "baseline")
+            if when is not None:
+                q = q.where(col(Experiment.finished_at) > when)
+            return s.exec(q).one()
+
     def verdict_counts(self, campaign_id: int) -> dict[str | None, int]:
         """How many experiments have each verdict (None: not finished yet), counted in the database."""
         with self.session() as s:
