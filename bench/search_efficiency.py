@@ -62,7 +62,7 @@ def run_campaign(home: Path, name: str, overrides: list[str], experiments: int) 
 
 def fresh_score(home: Path, name: str, overrides: list[str]) -> list[float]:
     """The best commit's val_bpb on seeds the campaign never used."""
-    from hive.campaign import open_store
+    from hive.store.home import open_store
     from hive.executors import LocalExecutor
     from hive.objective import metric_value
     from hive.playbook import load_playbook

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import insert
 
-from hive.campaign import open_store
+from hive.store.home import open_store
 from hive.store import Campaign, Event, Experiment, Run, Store
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tui_refresh.json"

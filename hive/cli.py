@@ -15,6 +15,7 @@ import typer
 from hive import views
 from hive.errors import BadInput, HiveError
 from hive.playbook import json_schema, load_playbook
+from hive.store.home import home_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hive: a self-improving experiment runner. Agents propose, code, run and score changes; "
@@ -85,26 +86,28 @@ def start(playbook: Path = typer.Argument(..., help="playbook YAML, e.g. playboo
                                                       help="schedule on N simulated GPUs (tests, demos, benchmarks)"),
           config: Optional[list[str]] = OverrideOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Run a campaign (creates it, or resumes it where it stopped)."""
-    from hive import campaign as campaign_mod
-
     overrides = list(config or [])
     if max_experiments is not None:
         overrides.append(f"budget.max_experiments={max_experiments}")
     if simulate_gpus is not None:
         overrides += ["scheduler.inventory=simulated", f"scheduler.simulate_gpus={simulate_gpus}"]
     pb = load_playbook(playbook, overrides)
-    home = campaign_mod.home_dir(workspaces)
+    home = home_dir(workspaces)
     if campaign is not None and not _valid_name(campaign):
         raise BadInput(f"--campaign: {campaign!r} is not a valid name (letters, digits, . _ -)")
     if headless or not sys.stdout.isatty():
         from hive.driver import start as start_campaign
 
-        name = start_campaign(pb, home, campaign, echo=campaign_mod.echo_stderr).name
+        name = start_campaign(pb, home, campaign, echo=_echo_stderr).name
     else:
         from tui.app import run_campaign  # the TUI sits beside the CLI; the library never imports it
 
         name = run_campaign(pb, home, campaign)
     print(views.status_text(*views.load(home, name)))
+
+
+def _echo_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _valid_name(name: str) -> bool:
@@ -118,8 +121,6 @@ def _valid_name(name: str) -> bool:
 def status(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
            as_json: bool = JsonOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Show a campaign's state: best, budget used, experiments by verdict, what is in flight."""
-    from hive.campaign import home_dir
-
     store, camp = views.load(home_dir(workspaces), campaign)
     _emit(views.status_data(store, camp), as_json, views.status_text(store, camp))
 
@@ -129,8 +130,6 @@ def leaderboard(campaign: Optional[str] = typer.Argument(None, help="campaign na
                 limit: int = typer.Option(20, "--limit", min=1), as_json: bool = JsonOpt,
                 workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """The best experiments by the objective's metric (mean over seeds)."""
-    from hive.campaign import home_dir
-
     store, camp = views.load(home_dir(workspaces), campaign)
     board = views.leaderboard_data(store, camp, limit)
     _emit(board, as_json, views.leaderboard_text(camp, board))
@@ -143,8 +142,6 @@ def show(experiment: str = typer.Argument(..., help="experiment number (7 or exp
          log: bool = typer.Option(False, "--log", help="print the log of each seed"),
          as_json: bool = JsonOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """One experiment: hypothesis, verdict and why, per-seed metrics, and optionally its diff and logs."""
-    from hive.campaign import home_dir
-
     number = experiment.removeprefix("exp-")
     if not number.isdigit():
         raise BadInput(f"EXPERIMENT: {experiment!r} is not an experiment number (e.g. 7 or exp-7)")
@@ -170,7 +167,7 @@ def stop(campaign: Optional[str] = typer.Argument(None, help="campaign name (def
          wait: float = typer.Option(120.0, "--wait", min=0, help="seconds to wait for it to finish stopping"),
          workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Stop a running campaign cleanly from another terminal (like Ctrl-C: runs cancelled, records kept)."""
-    from hive.campaign import home_dir, stop_campaign
+    from hive.campaign import stop_campaign
 
     def tick() -> None:
         print(".", end="", file=sys.stderr, flush=True)
@@ -186,7 +183,6 @@ def stop(campaign: Optional[str] = typer.Argument(None, help="campaign name (def
 def tui_command(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
                 workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Watch a running or finished campaign live, open its experiments, review its pull requests."""
-    from hive.campaign import home_dir
     from tui.app import HiveApp
 
     home = home_dir(workspaces)
@@ -199,8 +195,6 @@ def gpus(campaign: Optional[str] = typer.Argument(None, help="campaign whose run
          simulate_gpus: Optional[int] = typer.Option(None, "--simulate-gpus", min=1, help="show N simulated GPUs"),
          as_json: bool = JsonOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """The machine's GPUs (or CPU slots): memory, utilisation, and which runs of a campaign hold them."""
-    from hive.campaign import home_dir
-
     data = views.gpus_data(home_dir(workspaces), campaign, simulate_gpus)
     lines = []
     if data["devices"]:
@@ -221,7 +215,6 @@ PrCampaignOpt = typer.Option(None, "--campaign", help="campaign name (default: t
 
 
 def _pr_campaign(workspaces: Optional[Path], campaign: Optional[str]):  # noqa: ANN202
-    from hive.campaign import home_dir
     from hive.workspace import Workspace
 
     home = home_dir(workspaces)

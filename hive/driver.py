@@ -13,7 +13,9 @@ from typing import Callable
 
 from hive.agents.critic import Critic
 from hive.agents.knob_coder import KnobCoder
-from hive.campaign import CampaignContext, open_campaign, run_baseline
+from hive.agents.search import SearchProposer, baseline_values
+from hive.baseline import run_baseline
+from hive.campaign import CampaignContext, open_campaign
 from hive.errors import BadInput, BudgetExhausted, HiveError
 from hive.graph import ExperimentFlow, Roles, Stopped
 from hive.playbook import Playbook
@@ -52,8 +54,6 @@ def make_roles(ctx: CampaignContext) -> Roles:
 
         proposer, coder = LlmProposer(llm), LlmCoder(llm, pb.editable, pb.protected)
     else:
-        from hive.agents.search import SearchProposer, baseline_values
-
         proposer = SearchProposer(pb, ctx.workspace.root / "optuna.journal", ctx.name, pb.strategist,
                                   seed=pb.strategist_seed, baseline=baseline_values(pb, ctx.workspace.repo_dir))
         coder = KnobCoder(pb)
@@ -92,7 +92,8 @@ async def drive(ctx: CampaignContext) -> str:
     started = time.monotonic()
     flow = ExperimentFlow(ctx, roles, scheduler)
     ctx.feed("campaign", f"{width - lookahead} slot(s) on {scheduler.inventory.kind}; strategist {pb.strategist}")
-    baseline = await run_baseline(ctx, flow.run_seed)
+    knobs = baseline_values(pb, ctx.workspace.repo_dir) if pb.knobs else {}
+    baseline = await run_baseline(ctx, flow.run_seed, knobs)
     if ctx.stop.is_set():
         return "stopped"
     if baseline.verdict == "crash":

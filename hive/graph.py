@@ -14,6 +14,8 @@ from hive.agents.context import campaign_view
 from hive.agents.critic import Critic, SeedResult, constraint_excess, lesson_for
 from hive.errors import BudgetExhausted, EditRejected, HiveError
 from hive.objective import metric_value
+from hive.prs import open_pull_request
+from hive.seeds import describe_outcome, record_seed, seed_stats
 from hive.store import Experiment, Lesson, Run
 from hive.store.models import now
 
@@ -165,8 +167,6 @@ class ExperimentFlow:
 
     async def run_seed(self, exp: Experiment, seed: int, commit: str) -> None:
         """Lease a slot, run one seed of an experiment and record it (a cancelled run is left to re-run)."""
-        from hive.campaign import describe_outcome, record_seed
-
         res = self.pb.run.resources
         async with self.scheduler.lease(f"exp-{exp.number}/seed-{seed}", gpus=self.lease_gpus,
                                         min_free_mb=res.min_free_memory_mb, cpu_threads=res.cpu_threads) as lease:
@@ -183,7 +183,7 @@ class ExperimentFlow:
         if outcome.status == "cancelled":
             self.ctx.store.update(Run, run.id, status="queued")
             return
-        record_seed(self.ctx, exp, seed, outcome, lease.devices)
+        record_seed(self.ctx.store, exp, seed, outcome, lease.devices)
         self.ctx.feed("seed", f"seed {seed}: {outcome.status} {describe_outcome(outcome, self.pb.objective.metric)}",
                       exp.number)
 
@@ -229,8 +229,6 @@ class ExperimentFlow:
         await asyncio.shield(task)
 
     async def _run_reference(self, exp: Experiment, seed: int) -> None:
-        from hive.campaign import seed_stats
-
         await self.run_seed(exp, seed, exp.commit)
         runs = list(self.ctx.store.runs(exp.id))
         values, mean, std = seed_stats(runs, self.pb.objective.metric)
@@ -293,8 +291,6 @@ class ExperimentFlow:
         return again
 
     async def _keep(self, exp: Experiment, v: Verdict) -> None:
-        from hive.prs import open_pull_request
-
         ws = self.ctx.workspace
         best = ws.best_commit()
         marker = f"hive: keep exp-{exp.number}"

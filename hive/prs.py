@@ -197,48 +197,33 @@ def approve(store: Store, campaign: Campaign, workspace: Workspace, number: int)
     _must_be_open(pr)
     branch = accepted_branch(campaign)
     ref = f"refs/heads/{branch}"
-    git = workspace._git
-    if workspace._has_branch(branch):
-        head = git("rev-parse", ref).strip()
+    if workspace.has_branch(branch):
+        head = workspace.rev_parse(ref)
     else:  # first approval: the accepted branch starts at the baseline
         head = workspace.baseline_commit()
-        git("update-ref", ref, head, "")
+        workspace.update_ref(branch, head, "")
     if workspace.is_ancestor(pr.commit, head):
         pass  # already in (an approved PR stacked on it brought it along)
     elif workspace.is_ancestor(head, pr.commit):
-        git("update-ref", ref, pr.commit, head)
+        workspace.update_ref(branch, pr.commit, head)
     else:
-        proc = _merge_tree(workspace, head, pr.commit)
-        if proc[0] != 0:
-            conflicts = sorted({line.strip() for line in proc[1].splitlines()[1:] if line.strip()})
+        code, out = workspace.merge_tree(head, pr.commit)
+        if code != 0:
+            conflicts = sorted({line.strip() for line in out.splitlines()[1:] if line.strip()})
             raise HiveError(f"pull request #{number} conflicts with {branch} in {', '.join(conflicts) or 'its files'}; "
                             f"nothing was changed")
-        tree = proc[1].splitlines()[0].strip()
+        tree = out.splitlines()[0].strip()
         message = f"hive: accept PR #{number}: {pr.title}\n\nHive-PR: {number}\nHive-Commit: {pr.commit}\n"
-        merged = git("commit-tree", tree, "-p", head, "-p", pr.commit, "-m", message).strip()
-        git("update-ref", ref, merged, head)
+        merged = workspace.commit_tree(tree, [head, pr.commit], message)
+        workspace.update_ref(branch, merged, head)
     approved = store.update(PullRequest, pr.id, status="approved", decided_at=now())
     # the open PRs it builds on are in the accepted branch now too: say so, rather than leave them open
-    accepted = git("rev-parse", ref).strip()
+    accepted = workspace.rev_parse(ref)
     for other in store.pull_requests(campaign.id, status="open"):
         if workspace.is_ancestor(other.commit, accepted):
             store.update(PullRequest, other.id, status="approved", decided_at=now(),
                          reason=f"approved with PR #{number}, which builds on it")
     return approved
-
-
-def _merge_tree(workspace: Workspace, ours: str, theirs: str) -> tuple[int, str]:
-    import os
-    import subprocess
-
-    from hive.workspace import GIT_ENV
-
-    proc = subprocess.run(["git", "merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs],
-                          cwd=workspace.repo_dir, env={**os.environ, **GIT_ENV}, capture_output=True, text=True,
-                          check=False)
-    if proc.returncode not in (0, 1):
-        raise HiveError(f"git merge-tree failed: {proc.stderr.strip()}")
-    return proc.returncode, proc.stdout
 
 
 def reject(store: Store, campaign: Campaign, number: int, reason: str) -> PullRequest:

@@ -9,14 +9,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from hive.agents.knob_coder import runtime_knobs
 from hive.executors.base import Executor, RunRequest, RunResult, scrubbed_environment
+from hive.knobs import runtime_knobs
+from hive.logs import cap_log, log_tail
 from hive.objective import read_metrics
 from hive.playbook import EnvBinding, FlagBinding, Playbook
 from hive.progress import ProgressWatch
 from hive.workspace import Workspace
 
-LOG_TAIL_BYTES = 4000
 PARSE_TAIL_BYTES = 2 * 2**20  # metrics are read from the end of a log; a huge log is not read whole
 FOLLOW_SECONDS = 0.25  # how often a followed log is read for new progress lines
 OOM_SIGNS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "CUDA out of memory", "OutOfMemoryError")
@@ -45,35 +45,6 @@ def knob_arguments(playbook: Playbook, values: dict) -> tuple[str, dict[str, str
         elif isinstance(knob.bind, EnvBinding):
             env[knob.bind.env] = str(value)
     return " ".join(flags), env
-
-
-def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
-    """The last few KB of a log, for error messages and the feed."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - limit))
-            return fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def cap_log(path: Path, max_mb: float, head: int = 2**20, tail: int = 4 * 2**20) -> bool:
-    """Shrink a log over `max_mb` to its first and last megabytes (a runaway print must not fill the disk)."""
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return False
-    if size <= max_mb * 2**20:
-        return False
-    with open(path, "rb") as fh:
-        first = fh.read(head)
-        fh.seek(size - tail)
-        last = fh.read()
-    cut = size - len(first) - len(last)
-    path.write_bytes(first + f"\n[hive] ... {cut} bytes cut from a {size} byte log ...\n".encode() + last)
-    return True
 
 
 def _out_of_memory(result: RunResult, tail: str) -> bool:

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from hive.errors import BadInput
+from hive.logs import log_tail
+from hive.scheduler import make_inventory
 from hive.store import Campaign, Store
+from hive.store.home import find_campaign
 from hive.store.models import now
 from hive.store.queries import IN_FLIGHT, iso, to_dict
 
 
-
 def load(home: Path, name: str | None) -> tuple[Store, Campaign]:
     """The store and row of a campaign; BadInput when it does not exist."""
-    from hive.campaign import find_campaign
-
     return find_campaign(home, name)
 
 
@@ -161,19 +162,12 @@ def experiment_text(data: dict[str, Any]) -> str:
 
 
 def read_log(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return f"(log {path} not found)"
+    """A seed's whole log, for `hive show --log`."""
+    return log_tail(path, None, missing=f"(log {path} not found)")
 
 
 def gpus_data(home: Path, name: str | None, simulate_gpus: int | None) -> dict[str, Any]:
     """Devices from the inventory (the campaign's, when named) and the campaign's running seeds that hold them."""
-    from dataclasses import asdict
-
-    from hive.campaign import find_campaign
-    from hive.scheduler import make_inventory
-
     running, note, scheduler, threads = [], "", {}, 1
     try:
         store, camp = find_campaign(home, name)

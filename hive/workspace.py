@@ -12,12 +12,31 @@ from pathlib import Path
 
 import git
 
-from hive.errors import BadInput
+from hive.errors import BadInput, HiveError
+from hive.knobs import KNOBS_FILE
 from hive.playbook import Playbook, matches_any
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "Hive", "GIT_AUTHOR_EMAIL": "hive@localhost",
            "GIT_COMMITTER_NAME": "Hive", "GIT_COMMITTER_EMAIL": "hive@localhost"}
 SKIP_DIRS = {".git", "__pycache__", ".venv", "workspaces", ".pytest_cache"}
+HIVE_DIR = ".hive"  # Hive's own bookkeeping (knob values) travels in commits but never in an export
+
+
+def run_git(cwd: Path, *args: str, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """One git command in `cwd` with the environment plus `env`; the caller reads its exit code."""
+    return subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **(env or {})}, input=stdin,
+                          capture_output=True, text=True, check=False)
+
+
+def git_output(cwd: Path, *args: str, env: dict | None = None, stdin: str | None = None) -> str:
+    """The output of one git command in `cwd`; HiveError naming the command when it fails."""
+    proc = run_git(cwd, *args, env=env, stdin=stdin)
+    if proc.returncode != 0:
+        raise HiveError(f"git {args[0]} failed in {cwd}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+_NOT_HIVE = ["--", ".", f":(exclude){HIVE_DIR}"]
 
 
 class Workspace:
@@ -48,16 +67,15 @@ class Workspace:
     def repo(self) -> git.Repo:
         return git.Repo(self.repo_dir)
 
-    def _git(self, *args: str, cwd: Path | None = None) -> str:
-        env = {**os.environ, **GIT_ENV}
-        proc = subprocess.run(["git", *args], cwd=cwd or self.repo_dir, env=env, capture_output=True, text=True)
+    def _git(self, *args: str, cwd: Path | None = None, stdin: str | None = None) -> str:
+        proc = run_git(cwd or self.repo_dir, *args, env=GIT_ENV, stdin=stdin)
         if proc.returncode != 0:
             raise git.GitCommandError(["git", *args], proc.returncode, proc.stderr, proc.stdout)
         return proc.stdout
 
     # -- the campaign repo ---------------------------------------------------
     def exists(self) -> bool:
-        return (self.repo_dir / ".git").exists() and self._has_branch(self.baseline_branch)
+        return (self.repo_dir / ".git").exists() and self.has_branch(self.baseline_branch)
 
     def create(self, playbook: Playbook) -> str:
         """Make the campaign repo from the playbook's source (once); return the baseline commit."""
@@ -105,7 +123,7 @@ class Workspace:
     def best_commit(self) -> str:
         return self._git("rev-parse", self.best_branch).strip()
 
-    def _has_branch(self, name: str) -> bool:
+    def has_branch(self, name: str) -> bool:
         try:
             self._git("rev-parse", "--verify", "-q", f"refs/heads/{name}")
             return True
@@ -142,7 +160,7 @@ class Workspace:
         """
         path = self.trees / f"exp-{number}"
         branch = self.branch(number)
-        if not path.exists() and (reset or not self._has_branch(branch)):
+        if not path.exists() and (reset or not self.has_branch(branch)):
             try:  # the common case: one git call
                 self._git("worktree", "add", "-q", "-f", "-B", branch, str(path), base_commit)
                 return path
@@ -151,7 +169,7 @@ class Workspace:
         self.clear_stale_locks()
         registered = str(path) in self._git("worktree", "list", "--porcelain")
         if registered and path.exists():
-            target = base_commit if reset or not self._has_branch(branch) else branch
+            target = base_commit if reset or not self.has_branch(branch) else branch
             self._git("checkout", "-q", "-B", branch, target, cwd=path)
             self._git("reset", "-q", "--hard", cwd=path)
             self._git("clean", "-q", "-fd", cwd=path)
@@ -159,7 +177,7 @@ class Workspace:
         if path.exists():
             shutil.rmtree(path)
             self._git("worktree", "prune")
-        if self._has_branch(branch) and not reset:
+        if self.has_branch(branch) and not reset:
             self._git("worktree", "add", "-q", "-f", str(path), branch)
         else:
             self._git("worktree", "add", "-q", "-f", "-B", branch, str(path), base_commit)
@@ -188,14 +206,20 @@ class Workspace:
     def diff(self, base: str, head: str) -> str:
         return self._git("diff", "--no-color", "--no-ext-diff", base, head)
 
+    def export_diff(self, base: str, head: str) -> str:
+        """The binary-safe diff from `base` to `head`, without Hive's own bookkeeping folder."""
+        return self._git("diff", "--binary", "--full-index", "--no-color", "--no-ext-diff", base, head, *_NOT_HIVE)
+
+    def format_patch(self, commit: str) -> str:
+        """`git format-patch` of one commit, without Hive's own bookkeeping folder."""
+        return self._git("format-patch", "--stdout", "--binary", "--full-index", "-1", commit, *_NOT_HIVE)
+
     def changed_paths(self, base: str, head: str) -> list[str]:
         out = self._git("diff", "--name-only", "--no-renames", base, head)
         return [line for line in out.splitlines() if line]
 
     def illegal_changes(self, base: str, head: str, playbook: Playbook) -> list[str]:
         """Paths changed between two commits that are protected or not editable."""
-        from hive.agents.knob_coder import KNOBS_FILE
-
         return [p for p in self.changed_paths(base, head) if p != KNOBS_FILE
                 and (matches_any(p, playbook.protected) or not matches_any(p, playbook.editable))]
 
@@ -213,11 +237,29 @@ class Workspace:
         `git diff <previous best> best` is exactly what the keep changed relative to it.
         """
         best = self.best_commit()
-        tree = self._git("rev-parse", f"{commit}^{{tree}}").strip()
-        parents = ["-p", best] if best == commit else ["-p", best, "-p", commit]
-        new = self._git("commit-tree", tree, *parents, "-m", message).strip()
-        self._git("update-ref", f"refs/heads/{self.best_branch}", new, best)
+        new = self.commit_tree(commit, [best] if best == commit else [best, commit], message)
+        self.update_ref(self.best_branch, new, best)
         return new
+
+    def commit_tree(self, tree_ish: str, parents: list[str], message: str) -> str:
+        """A new commit of `tree_ish`'s tree on `parents`; no branch points at it until one is moved there."""
+        tree = self._git("rev-parse", f"{tree_ish}^{{tree}}").strip()
+        return self._git("commit-tree", tree, *[a for p in parents for a in ("-p", p)], "-F", "-", stdin=message).strip()
+
+    def rev_parse(self, rev: str) -> str:
+        return self._git("rev-parse", rev).strip()
+
+    def update_ref(self, branch: str, new: str, old: str) -> None:
+        """Move `branch` to `new` only if it is at `old` now ("" when it must not exist yet)."""
+        self._git("update-ref", f"refs/heads/{branch}", new, old)
+
+    def merge_tree(self, ours: str, theirs: str) -> tuple[int, str]:
+        """`git merge-tree --write-tree`: (0, tree) when the two merge cleanly, (1, tree and conflicted paths) when not."""
+        proc = run_git(self.repo_dir, "merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs,
+                       env=GIT_ENV)
+        if proc.returncode not in (0, 1):
+            raise HiveError(f"git merge-tree failed: {proc.stderr.strip()}")
+        return proc.returncode, proc.stdout
 
     def commit_message(self, commit: str) -> str:
         return self._git("log", "-1", "--format=%B", commit)
@@ -232,18 +274,26 @@ class Workspace:
         if path.exists():
             shutil.rmtree(path)
         path.mkdir(parents=True)
-        self._extract(commit, path)
+        self.extract(commit, path)
         return path
 
-    def _extract(self, commit: str, dest: Path, paths: list[str] | None = None) -> None:
+    def tracked_files(self, commit: str) -> list[str]:
+        """Every file committed at `commit`."""
+        return self._git("ls-tree", "-r", "--name-only", commit).splitlines()
+
+    def tracked_bytes(self, commit: str, folder: str) -> int:
+        """The size of the files committed under `folder` at `commit`."""
+        sizes = self._git("ls-tree", "-r", "-l", commit, folder).splitlines()
+        return sum(int(line.split()[3]) for line in sizes if line.split()[3].isdigit())
+
+    def extract(self, commit: str, dest: Path, paths: list[str] | None = None) -> None:
         args = ["git", "archive", "--format=tar", commit, *(["--", *paths] if paths else [])]
         data = subprocess.run(args, cwd=self.repo_dir, capture_output=True, check=True).stdout
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(dest, filter="data")
 
     def protected_files(self, commit: str, playbook: Playbook) -> list[str]:
-        files = self._git("ls-tree", "-r", "--name-only", commit).splitlines()
-        return [f for f in files if matches_any(f, playbook.protected)]
+        return [f for f in self.tracked_files(commit) if matches_any(f, playbook.protected)]
 
     def fresh_harness(self, dest: Path, playbook: Playbook) -> Path:
         """A new copy of the protected files at the baseline commit, made after the run it scores has ended.
@@ -256,5 +306,5 @@ class Workspace:
         baseline = self.baseline_commit()
         files = self.protected_files(baseline, playbook)
         if files:
-            self._extract(baseline, dest, files)
+            self.extract(baseline, dest, files)
         return dest

@@ -11,15 +11,11 @@ import pytest
 from hive.agents.base import CampaignView, ExperimentBrief, Outcome, Proposal
 from hive.agents.critic import Critic, SeedResult
 from hive.agents.significance import paired_p_value, shifted_gains, welch_p_value
-from hive.agents.knob_coder import (
-    KnobCoder,
-    read_value,
-    rewrite_assignment,
-    runtime_knobs,
-)
+from hive.agents.knob_coder import KnobCoder
 from hive.agents.search import SearchProposer, trust_region
 from hive.errors import BudgetExhausted, EditRejected
 from hive.executors import LocalExecutor
+from hive.knobs import read_value, rewrite_assignment, runtime_knobs
 from hive.playbook import Objective, Playbook
 from hive.runner import Runner
 from hive.workspace import Workspace

@@ -187,7 +187,7 @@ def test_quickstart_campaign_completes_in_docker(hive, tmp_path, executor):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "finished: max_experiments (4) reached" in proc.stderr
     assert "baseline val_loss" in proc.stderr
-    from hive.campaign import open_store
+    from hive.store.home import open_store
 
     store = open_store(tmp_path / "workspaces", "quickstart")
     camp = store.campaign("quickstart")

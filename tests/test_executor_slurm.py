@@ -112,7 +112,7 @@ def test_quickstart_campaign_completes_on_slurm(hive, tmp_path):
                 "-c", "executor.kind=slurm", "-c", "executor.poll_seconds=0.2", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "finished: max_experiments (3) reached" in proc.stderr
-    from hive.campaign import open_store
+    from hive.store.home import open_store
 
     store = open_store(tmp_path / "workspaces", "quickstart")
     camp = store.campaign("quickstart")

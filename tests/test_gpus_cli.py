@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from itertools import pairwise
 
-from hive.campaign import open_store
+from hive.store.home import open_store
 from hive.store import Experiment, Run
 from tests.conftest import PLAYBOOKS
 

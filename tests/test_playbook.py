@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from hive.errors import BadInput
-from hive.playbook import load_playbook, matches_any, top_level_assignments
+from hive.knobs import top_level_assignments
+from hive.playbook import load_playbook, matches_any
 from tests.conftest import PLAYBOOKS
 
 GOOD = textwrap.dedent("""

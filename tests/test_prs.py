@@ -14,7 +14,7 @@ import pytest
 from hive import prs
 from hive.agents.base import Verdict
 from hive.agents.context import campaign_view
-from hive.campaign import find_campaign
+from hive.store.home import find_campaign
 from hive.export import export
 from hive.playbook import Playbook, load_playbook
 from hive.store import Campaign, Experiment, Run, Store, make_engine
@@ -191,10 +191,10 @@ def test_approve_conflict_changes_nothing(home):
     store.update(Experiment, exp.id, commit=commit, verdict="keep")
     rival = store.new_pull_request(camp.id, experiment_number=2, title="rival", body="", commit=commit)
     prs.approve(store, camp, ws, 1)
-    before = ws._git("rev-parse", "hive/quickstart/accepted")
+    before = ws.rev_parse("hive/quickstart/accepted")
     with pytest.raises(prs.HiveError, match="conflicts with hive/quickstart/accepted in train.py"):
         prs.approve(store, camp, ws, rival.number)
-    assert ws._git("rev-parse", "hive/quickstart/accepted") == before
+    assert ws.rev_parse("hive/quickstart/accepted") == before
     assert prs.get_pr(store, camp.id, rival.number).status == "open"
     store.engine.dispose()
 

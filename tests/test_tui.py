@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Log, Static, TabbedContent
 
-from hive.campaign import open_store
+from hive.store.home import open_store
 from hive.store import Campaign, Event, Experiment, LlmCall, PullRequest, Run, Store
 from tests.conftest import PLAYBOOKS
 from tui.app import HiveApp
@@ -223,7 +223,7 @@ async def test_attached_tui_shows_an_experiment_written_by_another_process_withi
     writer = textwrap.dedent(f"""
         from datetime import datetime, timezone
         from pathlib import Path
-        from hive.campaign import open_store
+        from hive.store.home import open_store
         from hive.store import Experiment
         store = open_store(Path({str(home)!r}), "demo")
         cid = store.campaign("demo").id

@@ -1,4 +1,4 @@
-"""Plain-data snapshots of a campaign for the TUI: only what a screen shows, read in a few short queries."""
+"""Plain-data snapshots of a campaign for the dashboard: only what it shows, read in a few short queries."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from sqlmodel import col, select
 
 from hive.errors import BadInput
 from hive.store import Campaign, Experiment, PullRequest, Run, Store
+from hive.store.home import find_campaign
 from hive.store.queries import IN_FLIGHT, RANKED_VERDICTS
+from tui.plot import Plot, make_plot
 
 LEADERBOARD_ROWS = 50
 EVENT_ROWS = 100
-PLOT_BUCKETS = 120
-LOG_TAIL_BYTES = 32_000
 # experiments finish out of order across processes: re-read this far back so a late commit is not missed
 FINISH_WINDOW = timedelta(seconds=10)
 PLOT_IDLE_REDRAW = timedelta(seconds=5)
@@ -113,22 +113,6 @@ class EventLine:
     message: str
 
 
-@dataclass(frozen=True)
-class Bucket:
-    lo: float | None
-    hi: float | None
-    kept: bool
-    best: float | None
-
-
-@dataclass(frozen=True)
-class Plot:
-    buckets: list[Bucket]
-    y_lo: float | None
-    y_hi: float | None
-    span: float
-
-
 @dataclass
 class Snapshot:
     """Everything the dashboard shows at one instant."""
@@ -169,8 +153,6 @@ class DashboardSource:
     def open(self) -> Store | None:
         """The store, once the campaign exists (a starting engine creates it a moment after the TUI opens)."""
         if self.store is None:
-            from hive.campaign import find_campaign
-
             try:
                 store, camp = find_campaign(self.home, self.name)
             except BadInput:
@@ -293,133 +275,3 @@ def _best(store: Store, campaign_id: int) -> Experiment | None:
              .limit(1))
         row = s.exec(q).first()
     return Experiment(campaign_id=campaign_id, number=row[0], metric_mean=row[1]) if row else None
-
-
-def make_plot(points: list[tuple[datetime, float, str]], start: datetime | None, now: datetime,
-              direction: str, buckets: int = PLOT_BUCKETS) -> Plot:
-    """Bucket experiment metrics by finish time; each bucket keeps its range, whether it holds a keep, and the best."""
-    if not points:
-        return Plot([], None, None, 0.0)
-    start = start or points[0][0]
-    span = max(1.0, (max(now, points[-1][0]) - start).total_seconds())
-    better = min if direction == "minimize" else max
-    lo_hi: list[list[float]] = [[] for _ in range(buckets)]
-    kept = [False] * buckets
-    best_at: list[float | None] = [None] * buckets
-    for ts, value, verdict in points:
-        i = min(buckets - 1, max(0, int((ts - start).total_seconds() / span * buckets)))
-        lo_hi[i].append(value)
-        if verdict in ("keep", "baseline"):
-            kept[i] = True
-            best_at[i] = value if best_at[i] is None else better(best_at[i], value)
-    out, best = [], None
-    for i in range(buckets):
-        if best_at[i] is not None:
-            best = best_at[i] if best is None else better(best, best_at[i])
-        values = lo_hi[i]
-        out.append(Bucket(min(values) if values else None, max(values) if values else None, kept[i], best))
-    values = sorted(v for _, v, _ in points)
-    # clip outliers so one diverged run does not flatten the rest of the plot
-    if direction == "minimize":
-        y_lo, y_hi = values[0], values[int(0.9 * (len(values) - 1))]
-        y_hi = max(y_hi, next((b.best for b in out if b.best is not None), y_hi))
-    else:
-        y_lo, y_hi = values[int(0.1 * (len(values) - 1))], values[-1]
-        y_lo = min(y_lo, next((b.best for b in out if b.best is not None), y_lo))
-    return Plot(out, y_lo, y_hi, span)
-
-
-# ---- one experiment -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SeedRow:
-    seed: int
-    status: str
-    value: float | None
-    wall_seconds: float | None
-    devices: str
-    log_path: str
-    error: str
-
-
-@dataclass(frozen=True)
-class ExperimentDetail:
-    number: int
-    kind: str
-    status: str
-    verdict: str
-    reason: str
-    hypothesis: str
-    rationale: str
-    metric: str
-    mean: float | None
-    std: float | None
-    p_value: float | None
-    n_seeds: int
-    parent: int | None
-    commit: str
-    diff: str
-    seeds: list[SeedRow]
-
-
-def experiment_detail(store: Store, campaign: str, number: int) -> ExperimentDetail | None:
-    """One experiment with its seeds, or None when there is no such experiment."""
-    from hive.objective import metric_value
-
-    camp = store.campaign(campaign)
-    exp = store.experiment(camp.id, number) if camp else None
-    if exp is None:
-        return None
-    seeds = [SeedRow(r.seed, r.status, metric_value(r.metrics, camp.objective_metric), r.wall_seconds, r.devices,
-                     r.log_path, r.error) for r in store.runs(exp.id)]
-    return ExperimentDetail(exp.number, exp.kind, exp.status, exp.verdict or "", exp.verdict_reason, exp.hypothesis,
-                            exp.rationale, camp.objective_metric, exp.metric_mean, exp.metric_std, exp.p_value,
-                            exp.n_seeds, exp.parent_number, exp.commit, exp.diff, seeds)
-
-
-class LogTail:
-    """The end of a growing log file, read incrementally (only new bytes after the first read)."""
-
-    def __init__(self, path: str, first_bytes: int = LOG_TAIL_BYTES):
-        self.path = Path(path) if path else None
-        self.offset: int | None = None
-        self.first_bytes = first_bytes
-
-    def read_new(self) -> str:
-        """Text appended since the last call (the last `first_bytes` on the first call)."""
-        if self.path is None:
-            return ""
-        try:
-            with open(self.path, "rb") as fh:
-                size = fh.seek(0, 2)
-                if self.offset is None or size < self.offset:
-                    self.offset = max(0, size - self.first_bytes)
-                fh.seek(self.offset)
-                data = fh.read(size - self.offset)
-                self.offset = size
-        except OSError:
-            return ""
-        return data.decode("utf-8", errors="replace")
-
-
-# ---- pull requests ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PullRequestRow:
-    number: int
-    status: str
-    experiment: int
-    title: str
-    body: str
-    diff: str
-    reason: str
-
-
-def pull_requests(store: Store, campaign: str) -> list[PullRequestRow]:
-    camp = store.campaign(campaign)
-    if camp is None:
-        return []
-    return [PullRequestRow(p.number, p.status, p.experiment_number, p.title, p.body, p.diff, p.reason)
-            for p in store.pull_requests(camp.id)]

@@ -11,8 +11,11 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPane
 
-from tui.data import ExperimentDetail, LogTail, experiment_detail
+from hive.logs import LogTail
+from tui.detail import ExperimentDetail, experiment_detail
 from tui.widgets import VERDICT_STYLE, number
+
+SCREEN_LOG_BYTES = 32_000  # how much of a log the screen shows when it opens
 
 
 class ExperimentScreen(Screen):
@@ -75,7 +78,7 @@ class ExperimentScreen(Screen):
         if detail is not None and self.tail is None and detail.seeds:
             running = [s for s in detail.seeds if s.status == "running"]
             seed = (running or detail.seeds)[0]
-            self.log_seed, self.tail = seed.seed, LogTail(seed.log_path)
+            self.log_seed, self.tail = seed.seed, LogTail(seed.log_path, SCREEN_LOG_BYTES)
         tail = self.tail
         return detail, tail, tail.read_new() if tail else ""
 
@@ -121,7 +124,7 @@ class ExperimentScreen(Screen):
         seeds = self.detail.seeds
         i = next((k for k, s in enumerate(seeds) if s.seed == self.log_seed), -1)
         seed = seeds[(i + 1) % len(seeds)]
-        self.log_seed, self.tail = seed.seed, LogTail(seed.log_path)
+        self.log_seed, self.tail = seed.seed, LogTail(seed.log_path, SCREEN_LOG_BYTES)
         log = self.query_one("#exp-log", Log)
         log.clear()
         log.write(self.tail.read_new())

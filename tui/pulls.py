@@ -20,7 +20,7 @@ from textual.widgets import (
 )
 
 from tui import actions
-from tui.data import PullRequestRow, pull_requests
+from tui.detail import PullRequestRow, pull_requests
 
 STATUS_STYLE = {"open": "bold yellow", "approved": "bold green", "rejected": "red"}
 

@@ -8,16 +8,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import DataTable, ProgressBar, RichLog, Static
 
-from tui.data import (
-    Bucket,
-    EventLine,
-    Header,
-    InFlight,
-    LeaderRow,
-    Plot,
-    Slot,
-    clock_text,
-)
+from tui.data import EventLine, Header, InFlight, LeaderRow, Slot, clock_text
+from tui.plot import Bucket, Plot
 
 VERDICT_STYLE = {"keep": "bold green", "baseline": "cyan", "discard": "dim", "crash": "red", "timeout": "red",
                  "invalid": "yellow", "rejected": "yellow", "edit_failed": "yellow"}

@@ -24,8 +24,8 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from hive.agents.base import CampaignView, Outcome, Proposal
-from hive.agents.knob_coder import format_value, read_value, runtime_knobs
 from hive.errors import BudgetExhausted
+from hive.knobs import format_value, read_value, runtime_knobs
 from hive.playbook import FileBinding, Knob, Playbook
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

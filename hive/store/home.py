@@ -1,0 +1,43 @@
+"""Where campaigns live: the home folder, each campaign's store, and finding a campaign by name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hive.errors import BadInput
+from hive.store.engine import database_url, make_engine
+from hive.store.models import Campaign
+from hive.store.queries import Store
+
+
+def home_dir(workspaces: str | Path | None = None) -> Path:
+    """Where campaigns live: --workspaces, else HIVE_HOME, else ./workspaces."""
+    return Path(workspaces or os.environ.get("HIVE_HOME") or "workspaces").resolve()
+
+
+def open_store(home: Path, campaign: str) -> Store:
+    """The store that holds a campaign (its SQLite file, or HIVE_DB_URL)."""
+    return Store(make_engine(database_url(home / campaign)))
+
+
+def find_campaign(home: Path, name: str | None) -> tuple[Store, Campaign]:
+    """Look up a campaign by name (or the only one there is); BadInput naming the valid ones if absent."""
+    if os.environ.get("HIVE_DB_URL"):
+        store = Store(make_engine(os.environ["HIVE_DB_URL"]))
+        names = [c.name for c in store.campaigns()]
+    else:
+        names = sorted(p.name for p in home.glob("*") if (p / "hive.db").is_file()) if home.is_dir() else []
+        store = None
+    valid = ", ".join(names) or "none yet; `hive start PLAYBOOK` creates one"
+    if name is None:
+        if len(names) != 1:
+            raise BadInput(f"CAMPAIGN: name a campaign (known: {valid})")
+        name = names[0]
+    if name not in names:
+        raise BadInput(f"CAMPAIGN: no campaign {name!r} under {home} (known: {valid})")
+    store = store or open_store(home, name)
+    campaign = store.campaign(name)
+    if campaign is None:
+        raise BadInput(f"CAMPAIGN: no campaign {name!r} in the store")
+    return store, campaign
