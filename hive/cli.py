@@ -54,12 +54,12 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 @playbook_app.command("validate")
 def playbook_validate(file: Path = typer.Argument(..., help="playbook YAML"),
                       config: Optional[list[str]] = OverrideOpt, as_json: bool = JsonOpt) -> None:
-    """Check a playbook: schema, overrides, its source folder, knob bindings and the models it needs."""
+    """Check a playbook: schema, overrides, its source folder, knob bindings, the models and GPUs it needs."""
     from hive.driver import preflight
 
     try:
         pb = load_playbook(file, config or [])
-        preflight(pb)
+        preflight(pb, here=False)  # a playbook may be meant for GPUs this machine does not have
     except BadInput as exc:
         if as_json:
             print(json.dumps({"file": str(file), "ok": False, "error": str(exc)}, indent=2))
@@ -201,6 +201,8 @@ def gpus(campaign: Optional[str] = typer.Argument(None, help="campaign whose run
         lines.append(f"{'GPU':<4} {'NAME':<24} {'FREE/TOTAL MB':>15} {'UTIL':>5}  HELD BY")
         for d in data["devices"]:
             held = ", ".join(d["held_by"]) or "-"
+            if d["shared"]:
+                held += f" (sharing it, {d['reserved_mb']} MB reserved)"
             lines.append(f"{d['index']:<4} {d['name'][:24]:<24} {d['free_mb']:>7}/{d['total_mb']:<7} "
                          f"{d['utilisation']:>4}%  {held}")
     else:

@@ -27,8 +27,11 @@ INTERNAL_ERRORS = "three internal errors in a row (see the event feed)"
 SLURM_JOBS_IN_FLIGHT = 4  # default cap on queued + running jobs when the cluster does the placing
 
 
-def preflight(playbook: Playbook) -> None:
-    """Refuse, before anything is created, a playbook that cannot run here (BadInput naming the field)."""
+def preflight(playbook: Playbook, here: bool = True) -> None:
+    """Refuse, before anything is created, a playbook that cannot run here (BadInput naming the field).
+
+    With `here` False (`hive playbook validate`), GPUs the machine lacks are no error; GPUs it has are checked.
+    """
     if playbook.strategist == "llm" or playbook.models.critic:
         from hive.llm import LLM
 
@@ -38,6 +41,10 @@ def preflight(playbook: Playbook) -> None:
         if missing:
             raise BadInput(f"strategist: 'llm' needs a model for {' and '.join(missing)}: set "
                            f"{', '.join('models.' + r for r in missing)} in the playbook, or HIVE_MODEL")
+    if playbook.executor.kind != "slurm":  # Slurm places GPUs itself
+        from hive.scheduler import check_resources
+
+        check_resources(playbook.scheduler, playbook.run.resources, here)
 
 
 def make_roles(ctx: CampaignContext) -> Roles:
@@ -87,8 +94,11 @@ async def drive(ctx: CampaignContext) -> str:
     scheduler = ctx.scheduler = _scheduler(pb)
     roles = make_roles(ctx)
     lookahead = pb.scheduler.lookahead
-    gpus = 0 if pb.executor.kind == "slurm" else pb.run.resources.gpus
-    width = scheduler.capacity(gpus, pb.run.resources.cpu_threads) + lookahead
+    res = pb.run.resources
+    if pb.executor.kind == "slurm":
+        width = scheduler.capacity(0, res.cpu_threads) + lookahead
+    else:
+        width = scheduler.capacity(res.gpus, res.cpu_threads, res.min_free_memory_mb, res.gpu_memory_mb) + lookahead
     started = time.monotonic()
     flow = ExperimentFlow(ctx, roles, scheduler)
     ctx.feed("campaign", f"{width - lookahead} slot(s) on {scheduler.inventory.kind}; strategist {pb.strategist}")

@@ -73,7 +73,9 @@ class ExperimentFlow:
         self._keep_lock = asyncio.Lock()  # one keep at a time, each against the best as it is then
         self._reference_runs: dict[tuple[int, int], asyncio.Future] = {}  # (experiment, seed) -> its one run
         # Slurm places GPUs itself; simulated devices exist only for the scheduler, never for an executor
-        self.lease_gpus = 0 if self.pb.executor.kind == "slurm" else self.pb.run.resources.gpus
+        slurm = self.pb.executor.kind == "slurm"
+        self.lease_gpus = 0 if slurm else self.pb.run.resources.gpus
+        self.lease_gpu_memory_mb = None if slurm else self.pb.run.resources.gpu_memory_mb
         self.real_devices = getattr(scheduler.inventory, "kind", "") != "simulated"
 
     def build(self, checkpointer) -> Any:  # noqa: ANN001
@@ -169,7 +171,8 @@ class ExperimentFlow:
         """Lease a slot, run one seed of an experiment and record it (a cancelled run is left to re-run)."""
         res = self.pb.run.resources
         async with self.scheduler.lease(f"exp-{exp.number}/seed-{seed}", gpus=self.lease_gpus,
-                                        min_free_mb=res.min_free_memory_mb, cpu_threads=res.cpu_threads) as lease:
+                                        min_free_mb=res.min_free_memory_mb, cpu_threads=res.cpu_threads,
+                                        gpu_memory_mb=self.lease_gpu_memory_mb) as lease:
             if self.ctx.stop.is_set():
                 return
             run = self.ctx.store.ensure_run(exp.id, seed)

@@ -10,7 +10,7 @@ from typing import Any
 
 from hive.errors import BadInput
 from hive.logs import log_tail
-from hive.scheduler import make_inventory
+from hive.scheduler import GpuAsk, make_inventory
 from hive.store import Campaign, Store
 from hive.store.home import find_campaign
 from hive.store.models import now
@@ -168,7 +168,7 @@ def read_log(path: str) -> str:
 
 def gpus_data(home: Path, name: str | None, simulate_gpus: int | None) -> dict[str, Any]:
     """Devices from the inventory (the campaign's, when named) and the campaign's running seeds that hold them."""
-    running, note, scheduler, threads = [], "", {}, 1
+    running, note, scheduler, resources = [], "", {}, {}
     try:
         store, camp = find_campaign(home, name)
     except BadInput as exc:
@@ -180,7 +180,7 @@ def gpus_data(home: Path, name: str | None, simulate_gpus: int | None) -> dict[s
     if camp is not None:
         playbook = json.loads(camp.playbook_json or "{}")
         scheduler = playbook.get("scheduler") or {}
-        threads = ((playbook.get("run") or {}).get("resources") or {}).get("cpu_threads", 1)
+        resources = (playbook.get("run") or {}).get("resources") or {}
         exps = {e.id: e.number for e in store.experiments(camp.id, statuses=IN_FLIGHT)}
         for exp_id, runs in store.runs_for(list(exps)).items():
             running += [{"campaign": camp.name, "experiment": exps[exp_id], "seed": r.seed,
@@ -191,9 +191,18 @@ def gpus_data(home: Path, name: str | None, simulate_gpus: int | None) -> dict[s
         inventory = make_inventory("simulated", simulate_gpus)
     else:
         inventory = make_inventory(scheduler.get("inventory", "auto"), scheduler.get("simulate_gpus", 0),
-                                   scheduler.get("simulated_memory_mb", 81920), cpu_threads=threads)
-    devices = [{**asdict(d), "held_by": [f"{r['campaign']} exp-{r['experiment']}/seed-{r['seed']}" for r in running
-                                          if d.index in r["devices"]]} for d in inventory.devices()]
+                                   scheduler.get("simulated_memory_mb", 81920),
+                                   cpu_threads=resources.get("cpu_threads", 1))
+    # a run with a share of a GPU reserves memory on it beside others; a whole-GPU run holds it alone
+    ask = GpuAsk.of(resources.get("gpus", 0), resources.get("gpu_memory_mb"))
+    devices = []
+    for d in inventory.devices():
+        reserve = ask.reserve_mb(d.total_mb) if ask.shared else None
+        leases = [{"run": f"{r['campaign']} exp-{r['experiment']}/seed-{r['seed']}", "gpu_memory_mb": reserve}
+                  for r in running if d.index in r["devices"]]
+        devices.append({**asdict(d), "held_by": [lease["run"] for lease in leases], "leases": leases,
+                        "shared": ask.shared and bool(leases),
+                        "reserved_mb": sum(lease["gpu_memory_mb"] or 0 for lease in leases)})
     if hasattr(inventory, "close"):
         inventory.close()
     return {"inventory": inventory.kind, "devices": devices, "cpu_slots": getattr(inventory, "slots", None),

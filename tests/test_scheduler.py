@@ -15,6 +15,7 @@ from hive.playbook import Resources
 from hive.playbook import Scheduler as SchedulerConfig
 from hive.scheduler import (
     CpuInventory,
+    GpuProcess,
     InventoryUnavailable,
     NvmlInventory,
     Scheduler,
@@ -285,11 +286,12 @@ def test_nvml_readings_become_devices(monkeypatch):
         nvmlDeviceGetName=lambda i: gpus[i][0].encode(),
         nvmlDeviceGetMemoryInfo=lambda i: SimpleNamespace(total=gpus[i][1], free=gpus[i][2]),
         nvmlDeviceGetUtilizationRates=utilisation,
-        nvmlDeviceGetComputeRunningProcesses=lambda i: [SimpleNamespace(pid=p) for p in gpus[i][4]])
+        nvmlDeviceGetComputeRunningProcesses=lambda i: [SimpleNamespace(pid=p, usedGpuMemory=2**29) for p in gpus[i][4]])
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     devices = NvmlInventory().devices()
     assert [(d.name, d.total_mb, d.free_mb, d.utilisation, d.processes) for d in devices] == [
-        ("NVIDIA H100", 81920, 61440, 3, [4242]), ("NVIDIA H100", 81920, 1024, 0, [777, 778])]
+        ("NVIDIA H100", 81920, 61440, 3, [GpuProcess(4242, 512)]),
+        ("NVIDIA H100", 81920, 1024, 0, [GpuProcess(777, 512), GpuProcess(778, 512)])]
     assert make_inventory("auto").kind == "nvml"
     scheduler = Scheduler(NvmlInventory())
     assert scheduler.try_acquire("r", gpus=1, min_free_mb=8000).devices == [0]

@@ -224,7 +224,8 @@ class DashboardSource:
         for number, run in running:
             if run.devices:
                 for device in run.devices.split(","):
-                    holders[device] = f"exp-{number} seed {run.seed}"
+                    # packed runs share a device: show them all
+                    holders[device] = ", ".join(filter(None, (holders.get(device), f"exp-{number} seed {run.seed}")))
             else:
                 cpu.append(f"exp-{number}/{run.seed}")
         snapshot = self.scheduler_snapshot() if self.scheduler_snapshot else None

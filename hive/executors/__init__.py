@@ -13,7 +13,7 @@ __all__ = ["Executor", "LocalExecutor", "RunRequest", "RunResult", "make_executo
 KINDS = ("local", "docker", "slurm")
 
 
-def make_executor(config, *, campaign: str = "", gpus: int = 0) -> Executor:  # noqa: ANN001  (playbook executor section)
+def make_executor(config, *, campaign: str = "", gpus: float = 0) -> Executor:  # noqa: ANN001  (playbook executor section)
     """The executor the playbook names; `campaign` labels containers and jobs, `gpus` is Slurm's default gres."""
     if config.kind == "local":
         return LocalExecutor(sandbox=config.sandbox)

@@ -63,13 +63,14 @@ class SlurmExecutor:
 
     name = "slurm"
 
-    def __init__(self, config, campaign: str = "", gpus: int = 0):  # noqa: ANN001  (playbook.SlurmExecutor)
+    def __init__(self, config, campaign: str = "", gpus: float = 0):  # noqa: ANN001  (playbook.SlurmExecutor)
         problem = slurm_available()
         if problem:
             raise HiveError(f"executor.kind: slurm: {problem}")
         self.config = config
         self.campaign = campaign
-        self.gpus = config.gpus if config.gpus is not None else gpus
+        # a share of a GPU asks Slurm for a whole one: sharing a node's GPUs is Slurm's own business (--gres=shard)
+        self.gpus = config.gpus if config.gpus is not None else math.ceil(gpus)
 
     def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult:
         request.log_path.parent.mkdir(parents=True, exist_ok=True)

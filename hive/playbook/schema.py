@@ -17,10 +17,32 @@ class Strict(BaseModel):
 
 
 class Resources(Strict):
-    gpus: int = Field(0, ge=0, description="GPUs per run (0 = CPU only)")
+    gpus: int | float = Field(0, ge=0, description="GPUs per run: 0 = CPU only, N >= 1 = N whole GPUs of its own, "
+                                                   "0 < x < 1 = that share of one GPU's memory, packed with others")
+    gpu_memory_mb: int | None = Field(None, ge=1, description="a share of one GPU by memory: the run is packed with "
+                                                              "others on a device that has this much free")
     min_free_memory_mb: int = Field(0, ge=0, description="only place a run on GPUs with this much free memory")
     cpu_threads: int = Field(1, ge=1, description="threads per run; CPU slots = cores / threads")
     memory_mb: int | None = Field(None, ge=16, description="address-space limit per run (an rlimit locally)")
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_or_fraction(cls, value: int | float) -> int | float:
+        if value >= 1 and value != int(value):
+            raise ValueError(f"{value} is neither a whole number of GPUs nor a share of one (0 < gpus < 1)")
+        return int(value) if value == int(value) else value
+
+    @model_validator(mode="after")
+    def _share_of_one(self) -> "Resources":
+        if self.gpu_memory_mb is not None and self.gpus >= 1:
+            raise ValueError(f"gpu_memory_mb asks for a share of one GPU, but gpus: {self.gpus} asks for whole ones "
+                             f"(of its own); give one of them")
+        return self
+
+    @property
+    def shared(self) -> bool:
+        """True if a run takes a share of one GPU (packed with others) rather than whole GPUs of its own."""
+        return self.gpu_memory_mb is not None or 0 < self.gpus < 1
 
 
 class RunSpec(Strict):
@@ -182,6 +204,7 @@ class Scheduler(Strict):
     simulated_memory_mb: int = Field(81920, ge=1)
     slots: int | None = Field(None, ge=1, description="override the number of concurrent runs")
     max_utilisation: int = Field(10, ge=0, le=100, description="a GPU busier than this (percent) counts as taken")
+    max_runs_per_gpu: int = Field(8, ge=1, description="most runs packed on one GPU (runs with a share of one)")
     lookahead: int = Field(1, ge=0, description="experiments proposed and coded ahead of a free slot")
     starvation_limit: int = Field(8, ge=0, description="how often smaller runs may overtake a waiting larger one")
 

@@ -16,16 +16,24 @@ class InventoryUnavailable(HiveError):
     """The requested inventory cannot be read on this machine (no NVML library, no driver); fall back to another."""
 
 
+@dataclass(frozen=True)
+class GpuProcess:
+    """A process NVML lists on a device, with the memory it uses (None where the driver does not say)."""
+
+    pid: int
+    used_mb: int | None = None
+
+
 @dataclass
 class Device:
-    """One GPU as last read: memory in MB, utilisation in percent, and the pids using it (empty if unknown)."""
+    """One GPU as last read: memory in MB, utilisation in percent, and the processes using it (empty if unknown)."""
 
     index: int
     name: str
     total_mb: int
     free_mb: int
     utilisation: int
-    processes: list[int] = field(default_factory=list)
+    processes: list[GpuProcess] = field(default_factory=list)
 
 
 class GpuInventory(Protocol):
@@ -37,7 +45,7 @@ class GpuInventory(Protocol):
 
 
 class NvmlInventory:
-    """Real GPUs through nvidia-ml-py; our own runs show up as used memory too, so the scheduler trusts its leases.
+    """Real GPUs through nvidia-ml-py; our own runs show up as used memory and as processes, as on any reading.
 
     Indices are NVML's (PCI bus order): set CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA_VISIBLE_DEVICES means the same GPUs.
     """
@@ -68,7 +76,8 @@ class NvmlInventory:
             except nvml.NVMLError:  # not supported on some devices (MIG, vGPU): memory decides alone
                 utilisation = 0
             try:
-                processes = [p.pid for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle)]
+                processes = [GpuProcess(p.pid, _mb(p.usedGpuMemory))
+                             for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle)]
             except nvml.NVMLError:
                 processes = []
             found.append(Device(index=index, name=name.decode() if isinstance(name, bytes) else str(name),
@@ -84,10 +93,12 @@ class NvmlInventory:
 
 
 class SimulatedInventory:
-    """N identical idle GPUs for tests, demos and benchmarks, plus optional load from other people's jobs.
+    """N identical idle GPUs for tests, demos and benchmarks, read the way NVML reads real ones.
 
-    It models foreign load only: the scheduler tracks its own leases, so our runs never appear here.
-    `external` maps a device index to (used_mb, utilisation percent) of someone else's job.
+    `external` maps a device index to (used_mb, utilisation percent) of someone else's job, which NVML would show
+    as used memory with no process we can see (another container's). `set_process` puts a process on a device, as
+    NVML lists one: its memory is used memory too. Nothing else appears here: a campaign's runs on simulated GPUs
+    allocate nothing, so what they hold is the scheduler's own accounting of its leases.
     """
 
     kind = "simulated"
@@ -98,6 +109,7 @@ class SimulatedInventory:
         self.n = n
         self.memory_mb = memory_mb
         self.external: dict[int, tuple[int, int]] = {}
+        self.processes: dict[int, dict[int, int]] = {}  # device index -> pid -> MB it uses
         for index, (used_mb, utilisation) in (external or {}).items():
             self.set_external(index, used_mb, utilisation)
 
@@ -110,12 +122,25 @@ class SimulatedInventory:
         else:
             self.external.pop(index, None)
 
+    def set_process(self, index: int, pid: int, used_mb: int | None) -> None:
+        """List process `pid` on device `index` using `used_mb` MB (None: take it off), as NVML would."""
+        if not 0 <= index < self.n:
+            raise ValueError(f"device {index} does not exist (0..{self.n - 1})")
+        on_device = self.processes.setdefault(index, {})
+        if used_mb is None:
+            on_device.pop(pid, None)
+        else:
+            on_device[pid] = used_mb
+
     def devices(self) -> list[Device]:
         found = []
         for index in range(self.n):
             used_mb, utilisation = self.external.get(index, (0, 0))
+            processes = [GpuProcess(pid, mb) for pid, mb in self.processes.get(index, {}).items()]
+            used_mb += sum(p.used_mb for p in processes)
             found.append(Device(index=index, name=f"Simulated GPU {index}", total_mb=self.memory_mb,
-                                free_mb=self.memory_mb - used_mb, utilisation=utilisation))
+                                free_mb=max(0, self.memory_mb - used_mb), utilisation=utilisation,
+                                processes=processes))
         return found
 
 
@@ -134,6 +159,11 @@ class CpuInventory:
 
     def devices(self) -> list[Device]:
         return []
+
+
+def _mb(used_bytes: int | None) -> int | None:
+    # NVML reports None (NVML_VALUE_NOT_AVAILABLE) where it cannot attribute memory, e.g. without permission
+    return None if used_bytes is None else int(used_bytes) // 2**20
 
 
 def make_inventory(kind: str = "auto", simulate_gpus: int = 0, memory_mb: int = 81920,

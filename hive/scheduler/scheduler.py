@@ -1,4 +1,4 @@
-"""Leases of GPUs and CPU slots: first come first served, bounded backfill, never two runs on one device."""
+"""Leases of GPUs and CPU slots: first come first served, bounded backfill, never a device over its memory."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from hive.errors import BadInput
-from hive.scheduler.inventory import CpuInventory, Device, GpuInventory, make_inventory
+from hive.scheduler.inventory import CpuInventory, Device, GpuInventory, InventoryUnavailable, make_inventory
+from hive.scheduler.placement import GpuAsk, Holdings, Placement
 
 if TYPE_CHECKING:
     from hive import playbook
@@ -22,53 +23,61 @@ POLL_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Lease:
-    """Devices (NVML indices, for CUDA_VISIBLE_DEVICES) and CPU threads one run holds until released."""
+    """Devices (NVML indices, for CUDA_VISIBLE_DEVICES) and CPU threads one run holds until released.
+
+    `gpu_memory_mb` is the memory reserved on its one device when the lease is a share of it; 0 when the lease
+    holds its devices whole.
+    """
 
     id: int
     holder: str
     devices: list[int]
     cpu_threads: int
     started_at: float  # time.time(), for display
+    gpu_memory_mb: int = 0
 
 
 @dataclass(eq=False)
 class _Request:
     holder: str
-    gpus: int
-    min_free_mb: int
+    ask: GpuAsk
     cpu_threads: int
     placed: asyncio.Event | None
     queued_at: float = field(default_factory=time.time)
     overtaken: int = 0
     lease: Lease | None = None
+    pool: str = field(init=False)
 
-    @property
-    def pool(self) -> str:
-        return "gpu" if self.gpus else "cpu"
+    def __post_init__(self) -> None:
+        self.pool = "gpu" if self.ask.wants_gpu else "cpu"
 
 
 class Scheduler:
-    """Hands out leases so that every device a run holds is ours alone and really free.
+    """Hands out leases so that every device a run holds is really free: whole and ours alone, or shared in memory.
 
-    GPU requests take whole devices that we have not leased and whose reading shows at least `min_free_mb` free
-    and utilisation at most `max_utilisation` percent (someone else's job makes a device busy). CPU requests
-    (gpus=0) take `cpu_threads` of `cpu_slots` cores. Waiting requests are served in arrival order; a later one
-    that fits may overtake one that does not (backfill), but each waiting request is overtaken at most
-    `starvation_limit` times before nothing of its pool passes it. The executor turns `lease.devices` into
-    CUDA_VISIBLE_DEVICES. All methods run on one event loop; `release` may also be called from another thread.
+    A request for `gpus` N >= 1 takes N whole devices that no lease of ours touches and whose reading shows at
+    least `min_free_mb` free and utilisation at most `max_utilisation` percent (someone else's job makes a device
+    busy). A request for a share (0 < `gpus` < 1 of a device's memory, or `gpu_memory_mb`) takes one device that no
+    whole lease holds, with fewer than `max_runs_per_gpu` shares on it and that much memory free once our other
+    shares are counted (see placement.py); shares never add up past a device's memory. CPU requests (gpus=0) take
+    `cpu_threads` of `cpu_slots` cores. Waiting requests are served in arrival order; a later one that fits may
+    overtake one that does not (backfill), but each waiting request is overtaken at most `starvation_limit` times
+    before nothing of its pool passes it. The executor turns `lease.devices` into CUDA_VISIBLE_DEVICES. All
+    methods run on one event loop; `release` may also be called from another thread.
     """
 
     def __init__(self, inventory: GpuInventory, cpu_slots: int | None = None, max_utilisation: int = 10,
-                 starvation_limit: int = 8, poll_interval: float = POLL_SECONDS):
+                 starvation_limit: int = 8, poll_interval: float = POLL_SECONDS, max_runs_per_gpu: int = 8):
         self.inventory = inventory
         default_cores = inventory.cores if isinstance(inventory, CpuInventory) else (os.cpu_count() or 1)
         self.cpu_slots = max(1, cpu_slots or default_cores)
         self.max_utilisation = max_utilisation
+        self.max_runs_per_gpu = max(1, max_runs_per_gpu)
         self.starvation_limit = starvation_limit
         self.poll_interval = poll_interval
         self._ids = itertools.count(1)
         self._leases: dict[int, Lease] = {}
-        self._held: dict[int, int] = {}  # device index -> lease id
+        self._held: dict[int, Holdings] = {}  # device index -> what our leases hold on it
         self._cpu_charged: dict[int, int] = {}  # lease id -> CPU slots it takes
         self._queue: list[_Request] = []
         self._read_at = 0.0
@@ -76,10 +85,11 @@ class Scheduler:
 
     # ---- public API ----------------------------------------------------------------------------------------------
 
-    async def acquire(self, holder: str, gpus: int = 0, min_free_mb: int = 0, cpu_threads: int = 1) -> Lease:
+    async def acquire(self, holder: str, gpus: float = 0, min_free_mb: int = 0, cpu_threads: int = 1,
+                      gpu_memory_mb: int | None = None) -> Lease:
         """Wait until the request fits, in fair order, and return its lease; release it with `release`."""
         self._loop = asyncio.get_running_loop()
-        request = self._request(holder, gpus, min_free_mb, cpu_threads, asyncio.Event())
+        request = self._request(holder, GpuAsk.of(gpus, gpu_memory_mb, min_free_mb), cpu_threads, asyncio.Event())
         self._queue.append(request)
         try:
             self._dispatch()
@@ -95,9 +105,10 @@ class Scheduler:
             raise
         return request.lease
 
-    def try_acquire(self, holder: str, gpus: int = 0, min_free_mb: int = 0, cpu_threads: int = 1) -> Lease | None:
+    def try_acquire(self, holder: str, gpus: float = 0, min_free_mb: int = 0, cpu_threads: int = 1,
+                    gpu_memory_mb: int | None = None) -> Lease | None:
         """The lease if the request fits now without jumping the fair order, else None."""
-        request = self._request(holder, gpus, min_free_mb, cpu_threads, None)
+        request = self._request(holder, GpuAsk.of(gpus, gpu_memory_mb, min_free_mb), cpu_threads, None)
         self._queue.append(request)
         self._dispatch()
         if request.lease is None:
@@ -105,10 +116,10 @@ class Scheduler:
         return request.lease
 
     @asynccontextmanager
-    async def lease(self, holder: str, gpus: int = 0, min_free_mb: int = 0,
-                    cpu_threads: int = 1) -> AsyncIterator[Lease]:
+    async def lease(self, holder: str, gpus: float = 0, min_free_mb: int = 0, cpu_threads: int = 1,
+                    gpu_memory_mb: int | None = None) -> AsyncIterator[Lease]:
         """`async with scheduler.lease(...) as lease:` releases on exit, on an exception and on cancellation."""
-        held = await self.acquire(holder, gpus, min_free_mb, cpu_threads)
+        held = await self.acquire(holder, gpus, min_free_mb, cpu_threads, gpu_memory_mb)
         try:
             yield held
         finally:
@@ -126,32 +137,40 @@ class Scheduler:
             return
         self._release(lease)
 
-    def capacity(self, gpus: int = 0, cpu_threads: int = 1, min_free_mb: int = 0) -> int:
+    def capacity(self, gpus: float = 0, cpu_threads: int = 1, min_free_mb: int = 0,
+                 gpu_memory_mb: int | None = None) -> int:
         """How many runs of this size can be in flight at once now (0 if other people's jobs fill every GPU)."""
-        if gpus <= 0:
+        ask = GpuAsk.of(gpus, gpu_memory_mb, min_free_mb)
+        if not ask.wants_gpu:
             return self.cpu_slots // self._cpu_cost(cpu_threads)
-        usable = sum(1 for d in self._read() if d.index in self._held or self._usable(d, min_free_mb))
-        return usable // gpus
+        return self._placement().capacity(ask)
 
     def snapshot(self) -> dict:
-        """Devices (free memory, utilisation, holder), CPU slots in use, leases and the waiting queue, JSON-ready."""
-        holders = {index: self._leases[lease_id] for index, lease_id in self._held.items()}
+        """Devices (memory, utilisation, the leases on each), CPU slots in use, leases and the queue, JSON-ready."""
+        placement = self._placement()
         devices = []
-        for device in self._read():
-            held = holders.get(device.index)
-            available = held is None and self._usable(device, 0)
-            devices.append({**asdict(device), "holder": held.holder if held else None,
-                            "lease": held.id if held else None, "available": available})
+        for device in placement.devices:
+            held = placement.held(device.index)
+            on_it = [self._leases[i] for i in ([held.whole] if held.whole is not None else list(held.shares))]
+            devices.append({
+                **asdict(device), "holder": ", ".join(lease.holder for lease in on_it) or None,
+                "lease": held.whole, "shared": bool(held.shares), "reserved_mb": held.reserved_mb,
+                "headroom_mb": placement.headroom_mb(device),
+                "leases": [{"id": lease.id, "holder": lease.holder, "gpu_memory_mb": lease.gpu_memory_mb or None}
+                           for lease in on_it],
+                "available": held.empty and placement.whole_fits(device, GpuAsk(whole=1))})
         now = time.time()
         return {
             "inventory": self.inventory.kind,
             "max_utilisation": self.max_utilisation,
+            "max_runs_per_gpu": self.max_runs_per_gpu,
             "devices": devices,
             "cpu": {"slots": self.cpu_slots, "used": sum(self._cpu_charged.values())},
             "leases": [asdict(lease) for lease in self._leases.values()],
-            "waiting": [{"holder": r.holder, "gpus": r.gpus, "min_free_mb": r.min_free_mb,
-                         "cpu_threads": r.cpu_threads, "waited_seconds": round(now - r.queued_at, 3),
-                         "overtaken": r.overtaken} for r in self._queue],
+            "waiting": [{"holder": r.holder, "gpus": r.ask.whole or r.ask.share, "gpu_memory_mb": r.ask.memory_mb,
+                         "min_free_mb": r.ask.min_free_mb, "cpu_threads": r.cpu_threads,
+                         "waited_seconds": round(now - r.queued_at, 3), "overtaken": r.overtaken}
+                        for r in self._queue],
         }
 
     # ---- placement -----------------------------------------------------------------------------------------------
@@ -160,39 +179,46 @@ class Scheduler:
         """Walk the queue in arrival order and place every request that fits and may pass those it overtakes."""
         if not self._queue:
             return
-        readings: list[Device] | None = None
+        placement: Placement | None = None  # one reading per pass; our leases update it as they are placed
         free_cpu = self.cpu_slots - sum(self._cpu_charged.values())
-        skipped: list[_Request] = []
+        skipped: dict[str, list[_Request]] = {"gpu": [], "cpu": []}  # per pool: waiting requests this pass skipped
         for request in list(self._queue):
-            devices: list[int] = []
-            if request.gpus:
-                if readings is None:
-                    readings = self._read()
-                devices = [d.index for d in readings
-                           if d.index not in self._held and self._usable(d, request.min_free_mb)][:request.gpus]
-                fits = len(devices) == request.gpus
+            devices: list[Device] = []
+            if request.pool == "gpu":
+                if placement is None:
+                    placement = self._placement()
+                devices = placement.choose(request.ask)
+                fits = bool(devices)
             else:
                 fits = self._cpu_cost(request.cpu_threads) <= free_cpu
-            passed = [r for r in skipped if r.pool == request.pool]
+            passed = skipped[request.pool]
             if not fits:
-                skipped.append(request)
+                passed.append(request)
                 continue
             if any(r.overtaken >= self.starvation_limit for r in passed):
                 continue  # a request has waited through enough overtakes: its pool drains for it
             for r in passed:
                 r.overtaken += 1
-            if not request.gpus:
+            if request.pool == "cpu":
                 free_cpu -= self._cpu_cost(request.cpu_threads)
-            self._place(request, devices)
+            self._place(request, devices, placement)
 
-    def _place(self, request: _Request, devices: list[int]) -> None:
-        lease = Lease(id=next(self._ids), holder=request.holder, devices=devices, cpu_threads=request.cpu_threads,
-                      started_at=time.time())
+    def _place(self, request: _Request, devices: list[Device], placement: Placement | None) -> None:
+        ask = request.ask
+        reserve = ask.reserve_mb(devices[0].total_mb) if ask.shared else 0
+        lease = Lease(id=next(self._ids), holder=request.holder, devices=[d.index for d in devices],
+                      cpu_threads=request.cpu_threads, started_at=time.time(), gpu_memory_mb=reserve)
         self._leases[lease.id] = lease
-        for index in devices:
-            # the invariant, checked where it is made
-            assert index not in self._held, f"device {index} is already leased"
-            self._held[index] = lease.id
+        for device in devices:
+            held = self._held.setdefault(device.index, Holdings())
+            # the invariants, checked where they are made
+            if ask.shared:
+                assert held.whole is None and placement is not None, f"device {device.index} is leased whole"
+                assert placement.headroom_mb(device) >= reserve, f"device {device.index} would go over its memory"
+                held.shares[lease.id] = reserve
+            else:
+                assert held.empty, f"device {device.index} is already leased"
+                held.whole = lease.id
         if not devices:
             self._cpu_charged[lease.id] = self._cpu_cost(request.cpu_threads)
         request.lease = lease
@@ -204,7 +230,13 @@ class Scheduler:
         if self._leases.pop(lease.id, None) is None:
             return
         for index in lease.devices:
-            if self._held.get(index) == lease.id:
+            held = self._held.get(index)
+            if held is None:
+                continue
+            if held.whole == lease.id:
+                held.whole = None
+            held.shares.pop(lease.id, None)
+            if held.empty:
                 del self._held[index]
         self._cpu_charged.pop(lease.id, None)
         self._dispatch()
@@ -219,29 +251,19 @@ class Scheduler:
 
     # ---- helpers -------------------------------------------------------------------------------------------------
 
-    def _request(self, holder: str, gpus: int, min_free_mb: int, cpu_threads: int,
-                 placed: asyncio.Event | None) -> _Request:
-        if gpus < 0:
-            raise BadInput(f"resources.gpus: must be 0 or more, got {gpus}")
+    def _request(self, holder: str, ask: GpuAsk, cpu_threads: int, placed: asyncio.Event | None) -> _Request:
         if cpu_threads < 1:
             raise BadInput(f"resources.cpu_threads: must be 1 or more, got {cpu_threads}")
-        if gpus:
-            devices = self._read()
-            big_enough = [d for d in devices if d.total_mb >= min_free_mb]
-            if len(devices) < gpus:
-                raise BadInput(f"resources.gpus: a run asks for {gpus} GPU(s) but the {self.inventory.kind} "
-                               f"inventory has {len(devices)}; lower it or set scheduler.inventory/simulate_gpus")
-            if len(big_enough) < gpus:
-                raise BadInput(f"resources.min_free_memory_mb: {min_free_mb} MB is more than {gpus} GPU(s) here "
-                               f"have in total")
-        return _Request(holder=holder, gpus=gpus, min_free_mb=min_free_mb, cpu_threads=cpu_threads, placed=placed)
+        if ask.wants_gpu:
+            ask.check(self._read(), self.inventory.kind)
+        return _Request(holder=holder, ask=ask, cpu_threads=cpu_threads, placed=placed)
 
     def _read(self) -> list[Device]:
         self._read_at = time.monotonic()
         return self.inventory.devices()
 
-    def _usable(self, device: Device, min_free_mb: int) -> bool:
-        return device.free_mb >= min_free_mb and device.utilisation <= self.max_utilisation
+    def _placement(self) -> Placement:
+        return Placement(self._read(), self._held, self.max_utilisation, self.max_runs_per_gpu)
 
     def _cpu_cost(self, cpu_threads: int) -> int:
         # a run wider than the machine still runs, alone
@@ -254,4 +276,28 @@ def make_scheduler(config: playbook.Scheduler, resources: playbook.Resources) ->
                                cpu_threads=resources.cpu_threads)
     cpu_slots = config.slots * resources.cpu_threads if config.slots else None
     return Scheduler(inventory, cpu_slots=cpu_slots, max_utilisation=config.max_utilisation,
-                     starvation_limit=config.starvation_limit)
+                     starvation_limit=config.starvation_limit, max_runs_per_gpu=config.max_runs_per_gpu)
+
+
+def check_resources(config: playbook.Scheduler, resources: playbook.Resources, here: bool = True) -> None:
+    """BadInput, naming the field, if the playbook's inventory could never hold one run of `resources`.
+
+    With `here` False (validating a playbook meant for another machine), a machine without GPUs passes.
+    """
+    ask = GpuAsk.of(resources.gpus, resources.gpu_memory_mb, resources.min_free_memory_mb)
+    if not ask.wants_gpu:
+        return
+    try:
+        inventory = make_inventory(config.inventory, config.simulate_gpus, config.simulated_memory_mb,
+                                   cpu_threads=resources.cpu_threads)
+    except InventoryUnavailable as exc:
+        if not here:
+            return
+        raise BadInput(f"scheduler.inventory: {config.inventory} is not readable here: {exc}") from None
+    try:
+        devices = inventory.devices()
+        if devices or here:
+            ask.check(devices, inventory.kind)
+    finally:
+        if hasattr(inventory, "close"):
+            inventory.close()
