@@ -7,7 +7,8 @@ from typing import Any
 from hive.agents.base import Verdict
 from hive.errors import BadInput, HiveError
 from hive.objective import Constraint, metric_value
-from hive.playbook import Playbook
+from hive.playbook import FileBinding, Knob, Playbook
+from hive.runner import Invocation
 from hive.store import Campaign, Experiment, Lesson, PullRequest, Store
 from hive.store.models import now
 from hive.store.queries import to_dict
@@ -51,12 +52,48 @@ def _fmt(value: float | None) -> str:
     return f"{value:.6g}" if value is not None else "-"
 
 
-def _seed_table(store: Store, exp: Experiment, playbook: Playbook) -> list[str]:
+def _mean_sd(values: list[float]) -> str:
+    """'mean ± sd' over seeds; a single seed has no spread, so none is shown."""
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return _fmt(mean)
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.6g} ± {sd:.2g}"
+
+
+def _by_seed(store: Store, exp: Experiment | None, key: str) -> dict[int, float]:
+    if exp is None:
+        return {}
+    return {r.seed: v for r in store.runs(exp.id) if r.status == "ok" and (v := metric_value(r.metrics, key)) is not None}
+
+
+def _evidence_table(store: Store, exp: Experiment, playbook: Playbook, columns: list[tuple[str, Experiment]]) -> list[str]:
+    """One row per metric (objective first, then constrained keys): mean ± sd for this PR and each reference."""
     keys = [playbook.objective.metric] + _constraint_keys(playbook)
-    rows = ["| seed | status | " + " | ".join(keys) + " | wall s |", "|---" * (len(keys) + 3) + "|"]
+    head = "| metric | " + " | ".join(label for label, _ in columns) + " |"
+    rows = [head, "|---" * (len(columns) + 1) + "|"]
+    for key in keys:
+        cells = [_mean_sd(list(_by_seed(store, e, key).values())) for _, e in columns]
+        rows.append(f"| `{key}` | " + " | ".join(cells) + " |")
+    rows.append("| seeds | " + " | ".join(str(len(_by_seed(store, e, keys[0]))) for _, e in columns) + " |")
+    return rows
+
+
+def _seed_table(store: Store, exp: Experiment, playbook: Playbook, refs: list[tuple[str, Experiment]]) -> list[str]:
+    """Per seed: status, the objective for this PR and for each reference on the same seed, constrained keys, time."""
+    metric = playbook.objective.metric
+    others = _constraint_keys(playbook)
+    ref_values = [(label, _by_seed(store, e, metric)) for label, e in refs]
+    head = ["seed", "status", metric] + [f"{metric} ({label})" for label, _ in ref_values] + others + ["wall s"]
+    rows = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for run in store.runs(exp.id):
-        cells = [_fmt(metric_value(run.metrics, key)) for key in keys]
-        rows.append(f"| {run.seed} | {run.status} | " + " | ".join(cells) + f" | {run.wall_seconds or 0:.1f} |")
+        cells = [str(run.seed), run.status, _fmt(metric_value(run.metrics, metric))]
+        cells += [_fmt(values.get(run.seed)) for _, values in ref_values]
+        cells += [_fmt(metric_value(run.metrics, key)) for key in others]
+        cells.append(f"{run.wall_seconds or 0:.1f}")
+        rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
@@ -81,29 +118,86 @@ def _delta(mean: float | None, ref: Experiment | None, label: str) -> str | None
     return f"- vs {label} exp-{ref.number} ({ref.metric_mean:.6g}): {delta:+.6g}{rel}"
 
 
+def diff_stat(diff: str) -> list[tuple[str, int, int]]:
+    """(path, lines added, lines removed) for each file of a unified git diff, Hive's own `.hive/` left out."""
+    stats: list[tuple[str, int, int]] = []
+    path, added, removed = None, 0, 0
+    for line in diff.splitlines():
+        if line.startswith("diff --git "):
+            if path is not None:
+                stats.append((path, added, removed))
+            path, added, removed = line.split(" b/", 1)[-1], 0, 0
+        elif path is not None and line.startswith("+") and not line.startswith("+++ "):
+            added += 1
+        elif path is not None and line.startswith("-") and not line.startswith("--- "):
+            removed += 1
+    if path is not None:
+        stats.append((path, added, removed))
+    return [s for s in stats if not s[0].startswith(".hive/")]
+
+
+def _how_it_ran(store: Store, exp: Experiment, playbook: Playbook) -> list[str]:
+    """The exact command line of every seed, and the knob values that reach the run outside the diff."""
+    runs = [r for r in store.runs(exp.id) if r.command]
+    if not runs:
+        return []
+    lines = ["\n## How it ran\n", "Each seed ran this in a fresh folder holding the commit's files:\n", "```sh"]
+    lines += [Invocation(r.command, r.env).shell_line() for r in runs]
+    lines.append("```")
+    knobs = {k.name: k for k in playbook.knobs}
+    runtime = {name: value for name, value in (exp.proposal.get("knobs") or {}).items()
+               if name in knobs and not isinstance(knobs[name].bind, FileBinding)}
+    if runtime:
+        where = ", ".join(f"`{_binding(knobs[n])}={v}`" for n, v in sorted(runtime.items()))
+        lines.append(f"\nSet on the command line or in the environment, not in the diff: {where}. "
+                     f"`hive pr export N --knobs-to FILE` writes them into a script of the repository.")
+    return lines
+
+
+def _binding(knob: Knob) -> str:
+    bind = knob.bind
+    return getattr(bind, "flag", None) or getattr(bind, "env", None) or knob.name
+
+
 def render_body(store: Store, exp: Experiment, verdict: Verdict, playbook: Playbook,
                 parent_pr: PullRequest | None = None) -> str:
-    """Markdown: hypothesis, evidence (deltas, p-value, constraints, per-seed table), cost and lineage."""
+    """GitHub markdown: hypothesis, evidence (table, deltas, p-value, constraints, per-seed values), the exact
+    command line, the diff stat, cost and lineage."""
     obj = playbook.objective
     cid = exp.campaign_id
     runs = list(store.runs(exp.id))
     parent = store.experiment(cid, exp.parent_number) if exp.parent_number else None
     baseline = store.experiment(cid, 1)
+    best = store.experiment(cid, verdict.reference) if verdict.reference else parent
     lines = [f"## Hypothesis\n\n{exp.hypothesis}\n"]
     if exp.rationale:
         lines.append(f"{exp.rationale}\n")
     n_ok = sum(r.status == "ok" for r in runs)
+    spread = f" ± {verdict.std:.2g}" if verdict.std is not None and n_ok > 1 else ""
     lines.append("## Evidence\n")
-    lines.append(f"- {obj.metric} ({obj.direction}): **{_fmt(verdict.mean)} ± {verdict.std or 0:.2g}** over {n_ok} seed(s)")
+    lines.append(f"- {obj.metric} ({obj.direction}): **{_fmt(verdict.mean)}{spread}** over {n_ok} seed(s)")
     lines += [d for d in (_delta(verdict.mean, parent, "parent"), _delta(verdict.mean, baseline, "baseline")) if d]
     if verdict.p_value is not None:
         test = "paired t-test on the same seeds" if "paired t-test" in verdict.reason else "Welch t-test"
-        lines.append(f"- one-sided {test} vs the best at the time: p = {verdict.p_value:.3g} "
+        lines.append(f"- one-sided {test} vs the best at the time"
+                     f"{f' (exp-{best.number})' if best else ''}: p = {verdict.p_value:.3g} "
                      f"(alpha {obj.alpha:g}, min_delta {obj.min_delta:g})")
         lines.append(f"- the critic: {verdict.reason}")
     lines += _constraint_lines(store, exp, playbook)
-    lines.append("")
-    lines += _seed_table(store, exp, playbook)
+    columns = [(f"this PR (exp-{exp.number})", exp)]
+    refs = []
+    if best is not None and best.number != exp.number:
+        refs.append((f"best exp-{best.number}", best))
+    if baseline is not None and all(e.number != baseline.number for _, e in refs):
+        refs.append((f"baseline exp-{baseline.number}", baseline))
+    lines += [""] + _evidence_table(store, exp, playbook, columns + refs)
+    lines += ["", "Per seed:", ""] + _seed_table(store, exp, playbook, refs)
+    lines += _how_it_ran(store, exp, playbook)
+    stat = diff_stat(exp.diff or "")
+    if stat:
+        lines += ["\n## Changes\n", "| file | + | - |", "|---|---|---|"]
+        lines += [f"| `{path}` | {added} | {removed} |" for path, added, removed in stat]
+        lines.append(f"\n{len(stat)} file(s), +{sum(s[1] for s in stat)} -{sum(s[2] for s in stat)} lines")
     wall = sum(r.wall_seconds or 0 for r in runs)
     res = playbook.run.resources
     llm = store.llm_totals(cid, exp.number)

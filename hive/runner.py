@@ -31,9 +31,23 @@ class SeedOutcome:
     result: RunResult
     log_path: Path
     error: str = ""
+    invocation: Invocation | None = None
 
 
-def knob_arguments(playbook: Playbook, values: dict) -> tuple[str, dict[str, str]]:
+@dataclass
+class Invocation:
+    """Exactly what a seed runs: the shell command line and the variables Hive adds to the run's environment."""
+
+    command: str
+    env: dict[str, str]  # the delta over the scrubbed host environment: run.env, knob variables, the seed
+
+    def shell_line(self) -> str:
+        """One line a person can paste into a shell to run the same thing (from the run's folder)."""
+        assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        return f"{assignments} {self.command}".strip()
+
+
+def knob_arguments(playbook: Playbook, values: dict) -> tuple[list[str], dict[str, str]]:
     """Command-line flags and environment variables for the knobs bound to them."""
     flags, env = [], {}
     for knob in playbook.knobs:
@@ -44,7 +58,29 @@ def knob_arguments(playbook: Playbook, values: dict) -> tuple[str, dict[str, str
             flags.append(f"{knob.bind.flag} {shlex.quote(str(value))}")
         elif isinstance(knob.bind, EnvBinding):
             env[knob.bind.env] = str(value)
-    return " ".join(flags), env
+    return flags, env
+
+
+def invocation(playbook: Playbook, repo_dir: Path, run_dir: Path, seed: int) -> Invocation:
+    """The command line and environment delta of one seed of the commit checked out in `run_dir`."""
+    run = playbook.run
+    flags, knob_env = knob_arguments(playbook, runtime_knobs(run_dir))
+    env = {k: expand(v, repo_dir, seed, quote=False) for k, v in run.env.items()}
+    env.update(knob_env)
+    if run.seed_env:
+        env[run.seed_env] = str(seed)
+    command = expand(" ".join([run.command, *flags]), repo_dir, seed)
+    return Invocation(command=command, env=env)
+
+
+def expand(text: str, repo_dir: Path, seed: int | None = None, quote: bool = True, harness: Path | None = None) -> str:
+    """Fill in {repo} (the campaign repo, e.g. for shared data), {seed} and, for a scorer, {harness}."""
+    shell = shlex.quote if quote else str
+    if harness is not None:
+        text = text.replace("{harness}", shell(str(harness)))
+    if seed is not None:
+        text = text.replace("{seed}", str(seed))
+    return text.replace("{repo}", shell(str(repo_dir)))
 
 
 def _out_of_memory(result: RunResult, tail: str) -> bool:
@@ -134,13 +170,11 @@ class Runner:
         run_dir = self.workspace.run_dir(number, seed, commit)
         log_path = self.workspace.logs / f"exp-{number}" / f"seed-{seed}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("")
-        flags, knob_env = knob_arguments(pb, runtime_knobs(run_dir))
-        env = {k: self._expand(v, quote=False) for k, v in pb.run.env.items()}
-        env.update({**knob_env, "HIVE_SEED": str(seed)})
-        if pb.run.seed_env:
-            env[pb.run.seed_env] = str(seed)
-        command = self._expand(f"{pb.run.command} {flags}".strip())
+        run = invocation(pb, self.workspace.repo_dir, run_dir, seed)
+        # the log says first what ran, so a reader of the log alone can reproduce it
+        log_path.write_text(f"[hive] $ {run.shell_line()}\n")
+        command = run.command
+        env = {**run.env, "HIVE_SEED": str(seed)}
         request = RunRequest(command=command, cwd=run_dir, log_path=log_path, timeout=pb.run.timeout,
                              env=scrubbed_environment(env, pb.run.pass_env), devices=devices or [],
                              threads=pb.run.resources.cpu_threads, memory_mb=pb.run.resources.memory_mb,
@@ -159,22 +193,24 @@ class Runner:
             metrics = {"pruned_step": prune.step, "pruned_gap": prune.gap, "wall_seconds": round(result.wall_seconds, 3)}
             return SeedOutcome("pruned", metrics, result, log_path, prune.reason(reference))
         if result.cancelled:
-            return SeedOutcome("cancelled", {}, result, log_path, "cancelled")
+            return SeedOutcome("cancelled", {}, result, log_path, "cancelled", run)
         if tampered:
-            return SeedOutcome("tampered", {}, result, log_path, tampered)
+            return SeedOutcome("tampered", {}, result, log_path, tampered, run)
         if result.timed_out:
-            return SeedOutcome("timeout", {}, result, log_path, result.error)
+            return SeedOutcome("timeout", {}, result, log_path, result.error, run)
         if result.exit_code != 0:
             why = result.error or f"exit code {result.exit_code}"
             if _out_of_memory(result, log_tail(log_path)):
                 why = f"out of memory ({why})"
-            return SeedOutcome("failed", {}, result, log_path, why)
+            return SeedOutcome("failed", {}, result, log_path, why, run)
         log_text = log_tail(log_path, PARSE_TAIL_BYTES)
         metrics = read_metrics(log_text, run_dir, pb.objective.metrics_regex)
         metrics.setdefault("wall_seconds", round(result.wall_seconds, 3))
         if pb.score is None:
-            return SeedOutcome("ok", metrics, result, log_path)
-        return self._score(number, seed, run_dir, log_path, metrics, result, cancel)
+            return SeedOutcome("ok", metrics, result, log_path, invocation=run)
+        outcome = self._score(number, seed, run_dir, log_path, metrics, result, cancel)
+        outcome.invocation = run
+        return outcome
 
     def _sandbox_view(self, *texts: str) -> dict:
         """What a sandboxed command sees of the campaign: nothing, or the repo's files (not its .git) for {repo}."""
@@ -183,13 +219,6 @@ class Runner:
             view["read_only"] = {"repo": self.workspace.repo_dir}
             view["hidden"].append(self.workspace.repo_dir / ".git")
         return view
-
-    def _expand(self, text: str, quote: bool = True, harness: Path | None = None) -> str:
-        """Fill in {repo} (the campaign repo, e.g. for shared data) and, for a scorer, {harness}."""
-        shell = shlex.quote if quote else str
-        if harness is not None:
-            text = text.replace("{harness}", shell(str(harness)))
-        return text.replace("{repo}", shell(str(self.workspace.repo_dir)))
 
     def _score(self, number: int, seed: int, run_dir: Path, log_path: Path, run_metrics: dict, result: RunResult,
                cancel: threading.Event | None) -> SeedOutcome:
@@ -200,10 +229,11 @@ class Runner:
         # (at a path no run can know in advance)
         harness = Path(tempfile.mkdtemp(prefix=f"seed-{seed}.harness-", dir=run_dir.parent))
         self.workspace.fresh_harness(harness, pb)
-        command = self._expand(pb.score.command, harness=harness)
+        repo = self.workspace.repo_dir
+        command = expand(pb.score.command, repo, seed, harness=harness)
         # the scorer reads the run's output files but must not be fooled by a metrics.json the run wrote
         (run_dir / "metrics.json").unlink(missing_ok=True)
-        env = {k: self._expand(v, quote=False, harness=harness) for k, v in pb.run.env.items()}
+        env = {k: expand(v, repo, seed, quote=False, harness=harness) for k, v in pb.run.env.items()}
         view = self._sandbox_view(pb.score.command, *pb.run.env.values())
         # the scorer reads the run's folder and the harness; it writes nothing but its output, which Hive keeps
         view["read_only"] = {**view.get("read_only", {}), "harness": harness, "run": run_dir}

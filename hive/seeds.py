@@ -18,11 +18,13 @@ def record_seed(store: Store, exp: Experiment, seed: int, outcome: SeedOutcome, 
     error = outcome.error
     if outcome.status != "ok":
         error = f"{outcome.error}\n--- log tail ---\n{log_tail(outcome.log_path)}"
+    ran = outcome.invocation
     return store.update(
         Run, run.id, status=outcome.status, metrics_json=json.dumps(outcome.metrics, default=str),
         exit_code=outcome.result.exit_code, wall_seconds=round(outcome.result.wall_seconds, 3),
         peak_rss_mb=outcome.result.peak_rss_mb, devices=",".join(map(str, devices)), log_path=str(outcome.log_path),
-        error=error, finished_at=now())
+        error=error, command=ran.command if ran else "", env_json=json.dumps(ran.env if ran else {}),
+        finished_at=now())
 
 
 def seed_stats(runs: list[Run], metric: str) -> tuple[list[float], float | None, float | None]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from hive.errors import BadInput
 from hive.logs import log_tail
+from hive.runner import Invocation
 from hive.scheduler import GpuAsk, make_inventory
 from hive.store import Campaign, Store
 from hive.store.home import find_campaign
@@ -136,7 +137,8 @@ def experiment_data(store: Store, camp: Campaign, number: int) -> dict[str, Any]
         raise BadInput(f"EXPERIMENT: no experiment {number} in campaign {camp.name} (valid: 1..{total})"
                        if total else f"EXPERIMENT: campaign {camp.name} has no experiments yet")
     data = to_dict(exp)
-    data["runs"] = [to_dict(r) for r in store.runs(exp.id)]
+    data["runs"] = [{**to_dict(r), "shell_line": Invocation(r.command, r.env).shell_line() if r.command else ""}
+                    for r in store.runs(exp.id)]
     return data
 
 
@@ -156,6 +158,8 @@ def experiment_text(data: dict[str, Any]) -> str:
                             for k, v in sorted(run["metrics"].items()) if not k.startswith("run."))
         wall = f"{run['wall_seconds']:.1f}s" if run["wall_seconds"] is not None else "-"
         lines.append(f"  seed {run['seed']}: {run['status']} exit={run['exit_code']} {wall} {metrics}")
+        if run.get("command"):
+            lines.append(f"    $ {run['shell_line']}")
         if run["status"] != "ok" and run["error"]:
             lines.append("    " + run["error"].splitlines()[0])
     return "\n".join(lines)

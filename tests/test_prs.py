@@ -83,14 +83,31 @@ def test_body_has_evidence_cost_and_lineage(campaign):
     data = json.loads(result.stdout)
     body = data["body"]
     for part in ("## Hypothesis", "vs parent exp-3", "vs baseline exp-1", "p = ", "constraint `model_bytes <= 1000`",
-                 "| seed | status | val_loss | model_bytes | wall s |", "GPU-seconds", "tokens", "$",
-                 "builds on PR #1 (exp-3)"):
+                 "| seed | status | val_loss | val_loss (best exp-3) | val_loss (baseline exp-1) | model_bytes | wall s |",
+                 "| metric | this PR (exp-5) | best exp-3 | baseline exp-1 |", "## How it ran",
+                 "SEED=1 python train.py", "| `train.py` |", "GPU-seconds", "tokens", "$", "builds on PR #1 (exp-3)"):
         assert part in body, part
     assert data["builds_on"] == [1] and data["diff"].startswith("diff --git")
     listed = json.loads(hive(campaign / "workspaces", "pr", "list", "--json").stdout)
     assert [(p["number"], p["status"]) for p in listed] == [(1, "open"), (2, "open")]
     bad = hive(campaign / "workspaces", "pr", "show", "7")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: N: no pull request #7 (valid: 1, 2)"
+
+
+def test_body_renders_as_github_markdown(campaign):
+    """The evidence, per-seed values and diff stat are real tables; the command line is a code block."""
+    from markdown_it import MarkdownIt
+
+    body = json.loads(hive(campaign / "workspaces", "pr", "show", "2", "--json").stdout)["body"]
+    html = MarkdownIt("commonmark").enable("table").render(body)
+    assert html.count("<table>") == 3  # evidence, per seed, changed files
+    store, camp = find_campaign(campaign / "workspaces", "quickstart")
+    exp = store.experiment(camp.id, 5)
+    runs = store.runs(exp.id)
+    for run in runs:  # every seed's value is a cell of the per-seed table
+        assert f"<td>{run.seed}</td>\n<td>ok</td>\n<td>{run.metrics['val_loss']:.6g}</td>" in html
+    assert f'<code class="language-sh">SEED={runs[0].seed} python train.py\n' in html
+    assert "<h2>Lineage</h2>" in html and "<strong>" in html
 
 
 def test_export_branch_is_the_kept_change_and_lists_the_stack(campaign, source, tmp_path):

@@ -84,12 +84,19 @@ class Run(SQLModel, table=True):
     devices: str = ""
     log_path: str = ""
     error: str = Field(default="", sa_column=Column(Text))
+    # exactly what ran: the shell command line (knob flags included) and the variables Hive added
+    command: str = Field(default="", sa_column=Column(Text))
+    env_json: str = Field(default="{}", sa_column=Column(Text))
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
 
     @property
     def metrics(self) -> dict[str, Any]:
         return json.loads(self.metrics_json or "{}")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return json.loads(self.env_json or "{}")
 
 
 class Event(SQLModel, table=True):
