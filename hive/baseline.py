@@ -48,5 +48,6 @@ async def run_baseline(ctx, run_seed: Callable[[Experiment, int, str], Awaitable
     exp = store.update(Experiment, exp.id, status="done", verdict="baseline", metric_mean=mean, metric_std=std,
                        n_seeds=len(values), cpu_seconds=cpu, gpu_seconds=gpu, finished_at=now(),
                        verdict_reason=f"reference over {len(values)} seed(s)")
-    ctx.feed("verdict", f"baseline {pb.objective.metric} = {mean:.6g} ± {std:.2g} over {len(values)} seed(s)", exp.number)
+    spread = f" ± {std:.2g}" if std is not None else ""
+    ctx.feed("verdict", f"baseline {pb.objective.metric} = {mean:.6g}{spread} over {len(values)} seed(s)", exp.number)
     return exp

@@ -146,7 +146,9 @@ async def drive(ctx: CampaignContext) -> str:
                 reason = INTERNAL_ERRORS
                 break
         if tasks:
-            ctx.feed("campaign", f"waiting for {len(tasks)} experiment(s) in flight ({reason})")
+            # the last experiments may not have proposed yet: name them, so their proposals are expected
+            last = ", ".join(f"exp-{n}" for n in sorted(tasks.values()))
+            ctx.feed("campaign", f"{reason}: no new experiment; waiting for the {len(tasks)} in flight ({last})")
             await asyncio.wait(tasks)
             for task, number in tasks.items():
                 _task_error(ctx, task, number)

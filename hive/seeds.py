@@ -31,7 +31,7 @@ def seed_stats(runs: list[Run], metric: str) -> tuple[list[float], float | None,
     """The metric of every successful seed, with its mean and sample standard deviation."""
     values = [v for r in runs if r.status == "ok" and (v := metric_value(r.metrics, metric)) is not None]
     mean = statistics.fmean(values) if values else None
-    std = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+    std = statistics.stdev(values) if len(values) > 1 else None  # one seed has no spread, not a spread of 0
     return values, mean, std
 
 

@@ -75,7 +75,7 @@ def status_text(store: Store, camp: Campaign) -> str:
         row = data[label]
         if row and row["metric_mean"] is not None:
             lines.append(f"  {label:<9} exp-{row['number']:<4} {obj['metric']} = {row['metric_mean']:.6g}"
-                         f"{_spread(row['metric_std'])} ({row['n_seeds']} seed(s))")
+                         f"{_spread(row['metric_std'], row['n_seeds'])} ({row['n_seeds']} seed(s))")
     delta = data["best_delta_vs_baseline"]
     if delta:
         better = (delta < 0) == (obj["direction"] == "minimize")
@@ -94,9 +94,9 @@ def status_text(store: Store, camp: Campaign) -> str:
     return "\n".join(lines)
 
 
-def _spread(std: float | None) -> str:
+def _spread(std: float | None, n_seeds: int = 2) -> str:
     """' ± std', or nothing when there is no spread to speak of (one seed)."""
-    return f" ± {std:.2g}" if std is not None else ""
+    return f" ± {std:.2g}" if std is not None and n_seeds > 1 else ""
 
 
 def _clip(text: str, width: int) -> str:
@@ -119,15 +119,17 @@ def leaderboard_text(camp: Campaign, board: dict[str, Any]) -> str:
     rows = board["rows"]
     if not rows:
         return f"campaign {camp.name}: no finished experiment with a metric yet"
-    head = (f"{'#':>3}  {'exp':>5}  {'verdict':<9} {camp.objective_metric:>14} {'std':>9} {'seeds':>5}  hypothesis"
-            f"   (* = the best branch; 1-seed rows are screened-out candidates)")
+    head = f"{'#':>3}  {'exp':>5}  {'verdict':<9} {camp.objective_metric:>14} {'std':>9} {'seeds':>5}  hypothesis"
     lines = [head]
     for r in rows:
-        std = f"{r['metric_std']:.2g}" if r["metric_std"] is not None else "-"
+        std = f"{r['metric_std']:.2g}" if r["metric_std"] is not None and r["n_seeds"] > 1 else "-"
         mark = "*" if r["is_best"] else " "
         lines.append(f"{r['rank']:>3}{mark} {r['number']:>5}  {r['verdict'] or '':<9} {r['metric_mean']:>14.6g} "
                      f"{std:>9} {r['n_seeds']:>5}  {_clip(r['hypothesis'], 50)}")
-    return "\n".join(lines)
+    legend = "* = the best branch"
+    if any(r["verdict"] == "discard" for r in rows):
+        legend += "; discarded rows come after every kept one: none was shown to beat the best"
+    return "\n".join(lines + [legend])
 
 
 def experiment_data(store: Store, camp: Campaign, number: int) -> dict[str, Any]:
@@ -151,7 +153,7 @@ def experiment_text(data: dict[str, Any]) -> str:
         lines.append(f"  why: {data['verdict_reason']}")
     if data.get("metric_mean") is not None:
         p = f", p = {data['p_value']:.3g}" if data.get("p_value") is not None else ""
-        lines.append(f"  metric: {data['metric_mean']:.6g}{_spread(data['metric_std'])} over {data['n_seeds']} seed(s){p}")
+        lines.append(f"  metric: {data['metric_mean']:.6g}{_spread(data['metric_std'], data['n_seeds'])} over {data['n_seeds']} seed(s){p}")
     lines.append(f"  commit: {data['commit'][:12] or '-'} on {data['branch'] or '-'}")
     for run in data["runs"]:
         metrics = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"

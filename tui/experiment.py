@@ -144,5 +144,6 @@ def _summary(d: ExperimentDetail) -> Text:
     text.append(f"  {d.reason}\n" if d.reason else "\n")
     text.append(f"{d.metric:<11} ", "bold")
     p = f"   p = {d.p_value:.3g}" if d.p_value is not None else ""
-    text.append(f"mean {number(d.mean, 6)} ± {number(d.std, 2)} over {d.n_seeds} seed(s){p}")
+    spread = f" ± {number(d.std, 2)}" if d.std is not None and d.n_seeds > 1 else ""
+    text.append(f"mean {number(d.mean, 6)}{spread} over {d.n_seeds} seed(s){p}")
     return text

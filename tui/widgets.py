@@ -65,7 +65,7 @@ class Leaderboard(DataTable):
     @staticmethod
     def _cells(row: LeaderRow) -> dict[str, object]:
         return {"rank": row.rank, "exp": row.number, "verdict": Text(row.verdict, VERDICT_STYLE.get(row.verdict, "")),
-                "mean": number(row.mean, 6), "std": number(row.std, 2), "seeds": row.n_seeds,
+                "mean": number(row.mean, 6), "std": number(row.std if row.n_seeds > 1 else None, 2), "seeds": row.n_seeds,
                 "p": number(row.p_value, 2), "hypothesis": row.hypothesis.splitlines()[0][:80] if row.hypothesis else ""}
 
     def show(self, rows: list[LeaderRow]) -> None:

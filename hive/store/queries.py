@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence, TypeVar
 
-from sqlalchemy import func
+from sqlalchemy import case, func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
@@ -137,13 +137,18 @@ class Store:
         return {verdict: n for verdict, n in rows}
 
     def leaderboard(self, campaign_id: int, direction: str, limit: int = 20) -> Sequence[Experiment]:
-        """Finished experiments with a metric, best first (kept and baseline ahead of discarded at equal value)."""
+        """Finished experiments with a metric: the best first, then the other kept ones (and the baseline) by
+        metric, then the discarded ones by metric; a discarded one was never shown to beat the best, so it
+        never ranks above it, whatever its mean."""
+        best = self.best(campaign_id)
         with self.session() as s:
             order = col(Experiment.metric_mean).asc() if direction == "minimize" else col(Experiment.metric_mean).desc()
+            tier = case((Experiment.number == (best.number if best else -1), 0),
+                        (col(Experiment.verdict).in_(("keep", "baseline")), 1), else_=2)
             q = (select(Experiment)
                  .where(Experiment.campaign_id == campaign_id, Experiment.status == FINISHED,
                         col(Experiment.metric_mean).is_not(None), col(Experiment.verdict).in_(RANKED_VERDICTS))
-                 .order_by(order, col(Experiment.number)).limit(limit))
+                 .order_by(tier, order, col(Experiment.number)).limit(limit))
             return s.exec(q).all()
 
     def best(self, campaign_id: int) -> Experiment | None:
