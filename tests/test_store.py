@@ -21,8 +21,9 @@ def test_campaign_experiments_runs_events(db_url):
     store.update(Experiment, base.id, status="done", verdict="baseline", metric_mean=2.0)
     store.update(Experiment, a.id, status="done", verdict="keep", metric_mean=1.5)
     store.update(Experiment, b.id, status="done", verdict="discard", metric_mean=1.0)
-    assert [e.number for e in store.leaderboard(camp.id, "minimize")] == [3, 2, 1]
-    assert [e.number for e in store.leaderboard(camp.id, "maximize")] == [1, 2, 3]
+    # the best first, then the other kept ones and the baseline, then discards (never above a keep)
+    assert [e.number for e in store.leaderboard(camp.id, "minimize")] == [2, 1, 3]
+    assert [e.number for e in store.leaderboard(camp.id, "maximize")] == [2, 1, 3]
     assert store.best(camp.id).number == 2
 
     run = store.ensure_run(a.id, 7)
