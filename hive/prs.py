@@ -8,7 +8,7 @@ from hive.agents.base import Verdict
 from hive.errors import BadInput, HiveError
 from hive.objective import Constraint, metric_value
 from hive.playbook import FileBinding, Knob, Playbook
-from hive.runner import Invocation
+from hive.invocation import Invocation
 from hive.store import Campaign, Experiment, Lesson, PullRequest, Store
 from hive.store.models import now
 from hive.store.queries import to_dict

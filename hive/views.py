@@ -10,7 +10,7 @@ from typing import Any
 
 from hive.errors import BadInput
 from hive.logs import log_tail
-from hive.runner import Invocation
+from hive.invocation import Invocation
 from hive.scheduler import GpuAsk, make_inventory
 from hive.store import Campaign, Store
 from hive.store.home import find_campaign
