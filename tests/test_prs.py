@@ -21,7 +21,7 @@ from hive.store import Campaign, Experiment, Run, Store, make_engine
 from hive.workspace import GIT_ENV, Workspace
 from tests.conftest import PLAYBOOKS, run_hive
 
-# strategist seed 4 with one slot deterministically keeps exp-3 (PR #1) and then exp-5 built on it (PR #2)
+# strategist seed 4 with one slot deterministically keeps two experiments, the second built on the first
 CAMPAIGN_ARGS = ["--max-experiments", "5", "-c", "strategist_seed=4", "-c", "scheduler.slots=1"]
 GIT = {**os.environ, **GIT_ENV}
 
@@ -82,10 +82,14 @@ def test_body_has_evidence_cost_and_lineage(campaign):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     body = data["body"]
-    for part in ("## Hypothesis", "vs parent exp-3", "vs baseline exp-1", "p = ", "constraint `model_bytes <= 1000`",
-                 "| seed | status | val_loss | val_loss (best exp-3) | val_loss (baseline exp-1) | model_bytes | wall s |",
-                 "| metric | this PR (exp-5) | best exp-3 | baseline exp-1 |", "## How it ran",
-                 "SEED=1 python train.py", "| `train.py` |", "GPU-seconds", "tokens", "$", "builds on PR #1 (exp-3)"):
+    store, camp = find_campaign(campaign / "workspaces", "quickstart")
+    first, second = (p.experiment_number for p in store.pull_requests(camp.id))
+    for part in ("## Hypothesis", f"vs parent exp-{first}", "vs baseline exp-1", "p = ",
+                 "constraint `model_bytes <= 1000`",
+                 f"| seed | status | val_loss | val_loss (best exp-{first}) | val_loss (baseline exp-1) | model_bytes | wall s |",
+                 f"| metric | this PR (exp-{second}) | best exp-{first} | baseline exp-1 |", "## How it ran",
+                 "SEED=1 python train.py", "| `train.py` |", "GPU-seconds", "tokens", "$",
+                 f"builds on PR #1 (exp-{first})"):
         assert part in body, part
     assert data["builds_on"] == [1] and data["diff"].startswith("diff --git")
     listed = json.loads(hive(campaign / "workspaces", "pr", "list", "--json").stdout)
@@ -102,7 +106,7 @@ def test_body_renders_as_github_markdown(campaign):
     html = MarkdownIt("commonmark").enable("table").render(body)
     assert html.count("<table>") == 3  # evidence, per seed, changed files
     store, camp = find_campaign(campaign / "workspaces", "quickstart")
-    exp = store.experiment(camp.id, 5)
+    exp = store.experiment(camp.id, store.pull_requests(camp.id)[1].experiment_number)
     runs = store.runs(exp.id)
     for run in runs:  # every seed's value is a cell of the per-seed table
         assert f"<td>{run.seed}</td>\n<td>ok</td>\n<td>{run.metrics['val_loss']:.6g}</td>" in html
