@@ -84,6 +84,7 @@ def test_a_store_made_by_an_older_hive_gains_the_new_columns(tmp_path):
     store.ensure_campaign("old")
     store.engine.dispose()
     with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("DROP TABLE alembic_version")  # an older Hive had no migrations
         conn.execute("ALTER TABLE campaign DROP COLUMN active_seconds")
         conn.execute("DROP INDEX ix_experiment_metric")
     again = Store(make_engine(url))

@@ -1,0 +1,164 @@
+"""Schema migrations: head matches models.py, a store made before Alembic upgrades and its campaign resumes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlmodel import SQLModel
+
+from hive.errors import HiveError
+from hive.store import Store, make_engine
+from hive.store.migrate import MIGRATIONS, _config, head
+from tests.conftest import PLAYBOOKS, ROOT, run_hive
+
+FIXTURE = ROOT / "tests" / "fixtures" / "pre_alembic"
+# the fixture campaign was killed with experiments 1-3 finished and 4-5 in flight (see its README)
+FINISHED_BEFORE = {1: "baseline", 2: "keep", 3: "discard"}
+QUICK = str(PLAYBOOKS / "quickstart.yaml")
+
+
+def unpack(tmp_path: Path) -> Path:
+    """The pre-Alembic campaign folder, unpacked under tmp_path/workspaces."""
+    with tarfile.open(FIXTURE / "quickstart.tar.gz") as tar:
+        tar.extractall(tmp_path / "workspaces", filter="data")
+    return tmp_path / "workspaces" / "quickstart"
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_one_head_and_it_matches_the_models(db_url):
+    assert len(ScriptDirectory.from_config(_config()).get_heads()) == 1, "two migrations share a down_revision"
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == head()
+        # a column added to models.py without a migration shows up here
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+    engine.dispose()
+
+
+def test_the_baseline_is_the_schema_hive_made_before_migrations(tmp_path):
+    old = dict(rows(unpack(tmp_path) / "hive.db", "select name, sql from sqlite_master"))
+    make_engine(f"sqlite:///{tmp_path / 'new.db'}").dispose()
+    before_0002 = tmp_path / "baseline.db"
+    engine = sa.create_engine(f"sqlite:///{before_0002}")
+    from alembic import command
+
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), "0001")
+        conn.commit()
+    engine.dispose()
+    new = {n: s for n, s in rows(before_0002, "select name, sql from sqlite_master") if "alembic" not in n}
+    assert new == old
+
+
+def test_a_pre_alembic_store_upgrades_and_its_campaign_resumes(tmp_path):
+    root = unpack(tmp_path)
+    db = root / "hive.db"
+    assert not rows(db, "select name from sqlite_master where name = 'alembic_version'")
+    result = run_hive("start", QUICK, "--headless", "--max-experiments", "8", "-c", "run.command=python train.py",
+                      cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert rows(db, "select version_num from alembic_version") == [(head(),)]
+    after = dict(rows(db, "select number, verdict from experiment order by number"))
+    assert sorted(after) == list(range(1, 9)), "numbering continues where the old campaign stopped"
+    assert {n: after[n] for n in FINISHED_BEFORE} == FINISHED_BEFORE
+    assert {s for (s,) in rows(db, "select status from experiment")} == {"done"}
+    assert rows(db, "select experiment_id, seed from run group by experiment_id, seed having count(*) > 1") == []
+    assert "resuming" in result.stderr
+
+
+def _load_pre_alembic_postgresql(url: str, sqlite_db: Path) -> None:
+    """Make the PostgreSQL store that release would have made: its DDL, then the SQLite fixture's rows."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql((FIXTURE / "postgresql.sql").read_text())
+        meta = sa.MetaData()
+        meta.reflect(conn)
+        with sqlite3.connect(sqlite_db) as src:
+            src.row_factory = sqlite3.Row
+            for table in meta.sorted_tables:
+                data = [dict(r) for r in src.execute(f'select * from "{table.name}"')]
+                for row in data:
+                    for column in table.columns:
+                        if isinstance(column.type, sa.Boolean) and row.get(column.name) is not None:
+                            row[column.name] = bool(row[column.name])
+                if data:
+                    conn.execute(table.insert(), data)
+                conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                                     f"coalesce((SELECT max(id) FROM \"{table.name}\"), 0) + 1, false)")
+    engine.dispose()
+
+
+def test_a_pre_alembic_postgresql_store_upgrades_and_its_campaign_resumes(db_url, tmp_path):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the SQLite case is test_a_pre_alembic_store_upgrades_and_its_campaign_resumes")
+    root = unpack(tmp_path)
+    _load_pre_alembic_postgresql(db_url, root / "hive.db")
+    (root / "hive.db").unlink()  # the campaign's store is the PostgreSQL one now
+    result = run_hive("start", QUICK, "--headless", "--max-experiments", "7", "-c", "run.command=python train.py",
+                      cwd=tmp_path, env={"HIVE_DB_URL": db_url})
+    assert result.returncode == 0, result.stderr[-3000:]
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("select version_num from alembic_version").all() == [(head(),)]
+        after = dict(conn.exec_driver_sql("select number, verdict from experiment").all())
+        statuses = {s for (s,) in conn.exec_driver_sql("select status from experiment")}
+    engine.dispose()
+    assert sorted(after) == list(range(1, 8)) and {n: after[n] for n in FINISHED_BEFORE} == FINISHED_BEFORE
+    assert statuses == {"done"}
+
+
+OPENER = """
+import sys
+from hive.store import Store, make_engine
+store = Store(make_engine(sys.argv[1]))
+print(len(store.campaigns()))
+"""
+
+
+def _open_at_once(url: str, n: int) -> list[subprocess.CompletedProcess]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", OPENER, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(n)]
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=120), *p.communicate()) for p in procs]
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(db_url):
+    results = _open_at_once(db_url, 4)
+    assert [r.returncode for r in results] == [0] * 4, [r.stderr[-800:] for r in results]
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("select version_num from alembic_version").all() == [(head(),)]
+    engine.dispose()
+
+
+def test_processes_opening_a_pre_alembic_store_at_once_keep_its_rows(tmp_path):
+    db = unpack(tmp_path) / "hive.db"
+    experiments = rows(db, "select * from experiment order by id")
+    results = _open_at_once(f"sqlite:///{db}", 4)
+    assert [r.returncode for r in results] == [0] * 4, [r.stderr[-800:] for r in results]
+    assert {r.stdout.strip() for r in results} == {"1"}
+    assert rows(db, "select * from experiment order by id") == experiments
+    assert rows(db, "select version_num from alembic_version") == [(head(),)]
+
+
+def test_a_store_from_a_newer_hive_is_refused_in_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'future.db'}"
+    Store(make_engine(url)).engine.dispose()
+    with sqlite3.connect(tmp_path / "future.db") as conn:
+        conn.execute("update alembic_version set version_num = '9999'")
+    with pytest.raises(HiveError, match="newer Hive"):
+        make_engine(url)
