@@ -1,4 +1,4 @@
-"""Baseline: the schema Hive created before it had migrations (SQLModel create_all plus additive ALTERs).
+"""Baseline: the schema Hive created before it had migrations (SQLModel create_all plus additive ALTERs, as of 683ab66).
 
 A new database gets every table. A store made before Alembic (no alembic_version table) keeps its rows: the
 tables it has gain the columns and indexes added since it was made, as the old engine did on every open.
@@ -139,6 +139,8 @@ sa.Table(
     sa.Column("devices", sa.String, nullable=False, default=""),
     sa.Column("log_path", sa.String, nullable=False, default=""),
     sa.Column("error", sa.Text),
+    sa.Column("command", sa.Text),
+    sa.Column("env_json", sa.Text),
     sa.Column("started_at", WHEN),
     sa.Column("finished_at", WHEN),
     sa.UniqueConstraint("experiment_id", "seed"),
