@@ -279,3 +279,13 @@ def test_a_campaign_packs_runs_on_one_simulated_gpu_and_hive_gpus_shows_the_shar
     assert device["shared"] and device["reserved_mb"] == 2 * 20000 and len(device["leases"]) == 2
     assert all(lease["gpu_memory_mb"] == 20000 for lease in device["leases"])
     assert "sharing it, 40000 MB reserved" in hive("gpus", "quickstart").stdout
+
+
+def test_the_param_golf_gpu_profile_packs_runs_on_one_gpu():
+    pb = load_playbook(PLAYBOOKS / "param_golf.yaml", ["profile=gpu"])
+    assert pb.run.resources.shared and pb.run.resources.gpu_memory_mb == 4000
+    preflight(pb, here=False)  # validates on this CPU-only machine; starting it needs a GPU
+    packed = load_playbook(PLAYBOOKS / "param_golf.yaml", ["profile=gpu", "scheduler.simulate_gpus=1",
+                                                           "scheduler.simulated_memory_mb=143771"])
+    preflight(packed)
+    assert make_scheduler(packed.scheduler, packed.run.resources).capacity(gpu_memory_mb=4000) == 8  # the cap

@@ -1,6 +1,7 @@
 """The CPU Parameter Golf template trains, and its independent scorer cannot be fooled by the run."""
 
 import ast
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,6 +19,8 @@ KNOBS = (
     "WARMDOWN_FRAC", "BATCH_SIZE", "SEQ_LEN", "QUANT_CLIP_PERCENTILE", "LOGIT_SOFTCAP", "ITERATIONS",
     "MAX_WALLCLOCK_SECONDS", "SEED",
 )
+# the TINY run's numbers from the template before it learned CUDA (torch 2.13.0, CPU): the CPU path must keep them
+CPU_REFERENCE = {"train_loss": "5.3208", "model_bytes": 38092, "val_bpb": 5.521205}
 TINY = {
     "OMP_NUM_THREADS": "1",
     "ITERATIONS": "3",
@@ -91,6 +94,36 @@ def test_train_then_score_counts_bytes_from_disk(pristine, tmp_path):
     assert int(scored["artifact_bytes"]) == code_size + model_size == int(trained["artifact_bytes"])
     assert scored["causal"] == "1"
     assert 1.0 < float(scored["val_bpb"]) < 8.5  # a 3-step model is near uniform over 256 bytes (8 bits)
+    if trained["device"] == "cpu":  # a machine with a GPU trains there, in bf16: other numbers
+        assert "peak_gpu_memory_mb" not in trained
+        assert trained["train_loss"] == CPU_REFERENCE["train_loss"]
+        # another CPU's vector kernels may round a last bit differently: a weight or two may quantise apart
+        assert abs(int(trained["model_bytes"]) - CPU_REFERENCE["model_bytes"]) <= 64
+        assert abs(float(scored["val_bpb"]) - CPU_REFERENCE["val_bpb"]) < 1e-4
+
+
+def test_the_template_picks_cuda_when_there_and_the_cpu_otherwise(monkeypatch):
+    import torch
+
+    def load():  # import only, as the scorer does: no training runs
+        spec = importlib.util.spec_from_file_location("param_golf_device_probe", TEMPLATE / "train_gpt.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    monkeypatch.delenv("DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = load()
+    assert cpu.DEVICE == "cpu" and not cpu.AUTOCAST_BF16
+    # CUDA cannot exist on this machine: only what the template would choose is asked
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    gpu = load()
+    assert gpu.DEVICE == "cuda" and gpu.AUTOCAST_BF16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # a pre-Ampere GPU trains in fp32
+    assert not load().AUTOCAST_BF16
+    monkeypatch.setenv("DEVICE", "cpu")
+    assert load().DEVICE == "cpu"
 
 
 def test_forged_print_does_not_fool_the_scorer(pristine, tmp_path):

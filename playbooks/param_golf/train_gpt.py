@@ -53,6 +53,8 @@ MUON_NS_STEPS = 5                                 # Newton-Schulz iterations
 ADAM_BETAS = (0.9, 0.95)
 QUANT_MIN_NUMEL = 4096                            # 2-D tensors at least this big are int8; others fp16
 ARTIFACT = "final_model.int8.ptz"                 # written to the current directory
+DEVICE = os.environ.get("DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")  # Hive's lease picks the GPU
+AUTOCAST_BF16 = DEVICE.startswith("cuda") and torch.cuda.is_bf16_supported()  # bf16 matmuls on GPU; CPU stays fp32
 HPARAM_NAMES = ("MODEL_DIM", "NUM_LAYERS", "NUM_HEADS", "NUM_KV_HEADS", "MLP_MULT", "LOGIT_SOFTCAP", "SEQ_LEN", "VOCAB_SIZE")
 
 # ---------------------------------------------------------------------------
@@ -71,7 +73,7 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim), persistent=False)
 
     def forward(self, seq_len: int):
-        freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32), self.inv_freq)
+        freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=self.inv_freq.device), self.inv_freq)
         return freqs.cos()[None, None], freqs.sin()[None, None]
 
 
@@ -180,7 +182,7 @@ def quantize(state_dict: dict, hparams: dict) -> dict:
     """Return a compact object holding int8 matrices with fp16 per-row scales, fp16 small tensors and hparams."""
     obj = {"hparams": dict(hparams), "int8": {}, "scale": {}, "fp16": {}}
     for name, t in state_dict.items():
-        t = t.detach().float()
+        t = t.detach().float().cpu()  # the artifact loads anywhere, the scorer's CPU included
         if t.ndim == 2 and t.numel() >= QUANT_MIN_NUMEL:
             clip = torch.quantile(t.abs(), QUANT_CLIP_PERCENTILE / 100.0, dim=1).clamp_min(1e-8)
             scale = (clip / 127.0).to(torch.float16)
@@ -290,7 +292,7 @@ if __name__ == "__main__":
     hparams = {name: globals()[name] for name in HPARAM_NAMES}
 
     tokens = train_tokens()
-    model = build_model(hparams)
+    model = build_model(hparams).to(DEVICE)  # built on the CPU first: the same initial weights on every device
     params = sum(p.numel() for p in model.parameters())
     matrices = [p for name, p in model.blocks.named_parameters() if p.ndim == 2 and "resid_mix" not in name]
     scalars = [p for name, p in model.named_parameters() if p.ndim < 2 or "resid_mix" in name or name == "skip_weights"]
@@ -318,8 +320,10 @@ if __name__ == "__main__":
         for group in muon.param_groups:
             group["momentum"] = (1 - frac) * MUON_MOMENTUM_START + frac * MUON_MOMENTUM
 
-        x, y = get_batch(tokens, rng)
-        loss = F.cross_entropy(model(x).reshape(-1, VOCAB_SIZE).float(), y.reshape(-1))
+        x, y = (t.to(DEVICE) for t in get_batch(tokens, rng))
+        with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16, enabled=AUTOCAST_BF16):
+            logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE).float(), y.reshape(-1))
         if not math.isfinite(loss.item()):
             print(f"step {step}: loss is {loss.item()}, aborting")
             sys.exit(1)
@@ -344,3 +348,7 @@ if __name__ == "__main__":
     print(f"train_seconds: {train_seconds:.1f}")
     print(f"steps: {step}")
     print(f"params: {params}")
+    print(f"device: {DEVICE}")
+    if DEVICE.startswith("cuda"):  # what this run took of its GPU, for packing several runs on one
+        print(f"peak_gpu_memory_mb: {torch.cuda.max_memory_allocated() / 2**20:.1f}")
+        print(f"peak_gpu_reserved_mb: {torch.cuda.max_memory_reserved() / 2**20:.1f}")
