@@ -185,12 +185,13 @@ class Runner:
         (run_dir / "metrics.json").unlink(missing_ok=True)
         env = {k: expand(v, repo, seed, quote=False, harness=harness) for k, v in pb.run.env.items()}
         view = self._sandbox_view(pb.score.command, *pb.run.env.values())
-        # the scorer reads the run's folder and the harness; it writes nothing but its output, which Hive keeps
+        # the scorer reads the run's folder; it writes only in its own fresh harness copy (a scorer may build its
+        # data there, as Parameter Golf's builds its validation shard), which no run can reach and which goes after
         view["read_only"] = {**view.get("read_only", {}), "harness": harness, "run": run_dir}
         request = RunRequest(command=command, cwd=run_dir, log_path=score_log, timeout=pb.score.timeout,
                              env=scrubbed_environment({**env, "HIVE_HARNESS": str(harness)}, pb.run.pass_env),
                              threads=pb.run.resources.cpu_threads, label=f"score exp-{number}/seed-{seed}",
-                             writable=[], **view)
+                             writable=[harness], **view)
         try:
             scored = self.executor.run(request, cancel)
         finally:
