@@ -17,10 +17,25 @@ from hive.executors import make_executor, reap_leftovers
 from hive.executors.local import reap_orphans
 from hive.playbook import Playbook
 from hive.runner import Runner
+from hive.scheduler import check_resources
 from hive.store import Campaign, Store
 from hive.store.home import find_campaign, open_store
 from hive.store.models import now
 from hive.workspace import Workspace
+
+def preflight(playbook: Playbook, here: bool = True) -> None:
+    """Refuse, before anything is created, a playbook that cannot run here (BadInput naming the field).
+
+    With `here` False (`hive playbook validate`), GPUs the machine lacks are no error; GPUs it has are checked.
+    """
+    if playbook.strategist == "llm":
+        missing = [role for role in ("proposer", "coder") if playbook.model_for(role) is None]
+        if missing:
+            raise BadInput(f"strategist: 'llm' needs a model for {' and '.join(missing)}: set "
+                           f"{', '.join('models.' + r for r in missing)} in the playbook, or HIVE_MODEL")
+    if playbook.executor.kind != "slurm":  # Slurm places GPUs itself
+        check_resources(playbook.scheduler, playbook.run.resources, here)
+
 
 SETUP_DONE = ".setup-done"  # written once the playbook's setup command has succeeded
 

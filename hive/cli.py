@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,10 +15,14 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import typer
 
-from hive import views
+from hive import __version__, prs, views
+from hive.campaign import preflight, stop_campaign
 from hive.errors import BadInput, HiveError
-from hive.playbook import json_schema, load_playbook
+from hive.export import export
+from hive.playbook import NAME_RE, json_schema, load_playbook
 from hive.store.home import home_dir
+from hive.store.queries import to_dict
+from hive.workspace import Workspace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hive: a self-improving experiment runner. Agents propose, code, run and score changes; "
@@ -33,7 +40,6 @@ OverrideOpt = typer.Option(None, "-c", "--config", help="override a playbook fie
 
 def _version(value: bool) -> None:
     if value:
-        from hive import __version__
         print(f"hive {__version__}")
         raise typer.Exit()
 
@@ -55,8 +61,6 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 def playbook_validate(file: Path = typer.Argument(..., help="playbook YAML"),
                       config: Optional[list[str]] = OverrideOpt, as_json: bool = JsonOpt) -> None:
     """Check a playbook: schema, overrides, its source folder, knob bindings, the models and GPUs it needs."""
-    from hive.driver import preflight
-
     try:
         pb = load_playbook(file, config or [])
         preflight(pb, here=False)  # a playbook may be meant for GPUs this machine does not have
@@ -96,11 +100,11 @@ def start(playbook: Path = typer.Argument(..., help="playbook YAML, e.g. playboo
     if campaign is not None and not _valid_name(campaign):
         raise BadInput(f"--campaign: {campaign!r} is not a valid name (letters, digits, . _ -)")
     if headless or not sys.stdout.isatty():
-        from hive.driver import start as start_campaign
+        from hive.driver import start as start_campaign  # seconds to import (langgraph, optuna, scipy)
 
         name = start_campaign(pb, home, campaign, echo=_echo_stderr).name
     else:
-        from tui.app import run_campaign  # the TUI sits beside the CLI; the library never imports it
+        from tui.app import run_campaign  # textual costs a second: only the commands that draw pay it
 
         name = run_campaign(pb, home, campaign)
     print(views.status_text(*views.load(home, name)))
@@ -111,9 +115,6 @@ def _echo_stderr(line: str) -> None:
 
 
 def _valid_name(name: str) -> bool:
-    import re
-
-    from hive.playbook import NAME_RE
     return re.match(NAME_RE, name) is not None
 
 
@@ -167,8 +168,6 @@ def stop(campaign: Optional[str] = typer.Argument(None, help="campaign name (def
          wait: float = typer.Option(120.0, "--wait", min=0, help="seconds to wait for it to finish stopping"),
          workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Stop a running campaign cleanly from another terminal (like Ctrl-C: runs cancelled, records kept)."""
-    from hive.campaign import stop_campaign
-
     def tick() -> None:
         print(".", end="", file=sys.stderr, flush=True)
 
@@ -183,7 +182,7 @@ def stop(campaign: Optional[str] = typer.Argument(None, help="campaign name (def
 def tui_command(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
                 workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Watch a running or finished campaign live, open its experiments, review its pull requests."""
-    from tui.app import HiveApp
+    from tui.app import HiveApp  # textual costs a second: only the commands that draw pay it
 
     home = home_dir(workspaces)
     _, camp = views.load(home, campaign)
@@ -217,8 +216,6 @@ PrCampaignOpt = typer.Option(None, "--campaign", help="campaign name (default: t
 
 
 def _pr_campaign(workspaces: Optional[Path], campaign: Optional[str]):  # noqa: ANN202
-    from hive.workspace import Workspace
-
     home = home_dir(workspaces)
     store, camp = views.load(home, campaign)
     return store, camp, Workspace(home / camp.name, camp.name)
@@ -229,9 +226,6 @@ def pr_list(campaign: Optional[str] = typer.Argument(None, help="campaign name (
             status: Optional[str] = typer.Option(None, "--status", help="only open, approved or rejected ones"),
             as_json: bool = JsonOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """The campaign's pull requests, one per kept experiment."""
-    from hive import prs
-    from hive.store.queries import to_dict
-
     store, camp, _ = _pr_campaign(workspaces, campaign)
     rows = prs.list_prs(store, camp.id, status)
     text = "\n".join([f"{'#':>3}  {'status':<9} {'exp':>5} {'on':>4}  title"] +
@@ -245,8 +239,6 @@ def pr_show(number: int = typer.Argument(..., help="pull request number"), campa
             diff: bool = typer.Option(False, "--diff", help="print the diff from its parent"),
             as_json: bool = JsonOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """One pull request: title, status, evidence body, lineage, and optionally its diff."""
-    from hive import prs
-
     store, camp, _ = _pr_campaign(workspaces, campaign)
     pr = prs.get_pr(store, camp.id, number)
     data = prs.pr_data(store, camp.id, pr)
@@ -261,8 +253,6 @@ def pr_show(number: int = typer.Argument(..., help="pull request number"), campa
 def pr_approve(number: int = typer.Argument(..., help="pull request number"), campaign: Optional[str] = PrCampaignOpt,
                workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Merge the pull request into the campaign's accepted branch (hive/<campaign>/accepted)."""
-    from hive import prs
-
     store, camp, ws = _pr_campaign(workspaces, campaign)
     before = {p.number for p in prs.list_prs(store, camp.id, "open")}
     prs.approve(store, camp, ws, number)
@@ -277,8 +267,6 @@ def pr_reject(number: int = typer.Argument(..., help="pull request number"),
               reason: Optional[str] = typer.Option(None, "--reason", help="why; the proposer reads it as a lesson"),
               campaign: Optional[str] = PrCampaignOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Reject the pull request; the reason becomes a lesson for the proposer (the best branch stays)."""
-    from hive import prs
-
     store, camp, _ = _pr_campaign(workspaces, campaign)
     prs.reject(store, camp, number, reason)
     print(f"PR #{number} rejected; the proposer will see: {reason}")
@@ -298,8 +286,6 @@ def pr_export(number: int = typer.Argument(..., help="pull request number"),
               campaign: Optional[str] = PrCampaignOpt, as_json: bool = JsonOpt,
               workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Export a pull request as a branch in your repository, a patch file, or a Parameter Golf records folder."""
-    from hive.export import export
-
     store, camp, ws = _pr_campaign(workspaces, campaign)
     result = export(store, camp, ws, number, fmt, to, gh, only=only, author=author, github_id=github_id,
                     track=track, name=name)
@@ -326,9 +312,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001  (a bug of Hive's: the user gets one line, the traceback a file)
-        import tempfile
-        import traceback
-
         path = Path(tempfile.gettempdir()) / f"hive-error-{os.getpid()}.log"
         path.write_text("".join(traceback.format_exception(exc)))
         print(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "

@@ -11,40 +11,23 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
 from hive.agents.critic import Critic
 from hive.agents.knob_coder import KnobCoder
 from hive.agents.search import SearchProposer, baseline_values
 from hive.baseline import run_baseline
-from hive.campaign import CampaignContext, open_campaign
+from hive.campaign import CampaignContext, open_campaign, preflight
 from hive.errors import BadInput, BudgetExhausted, HiveError
 from hive.graph import ExperimentFlow, Roles, Stopped
 from hive.playbook import Playbook
+from hive.scheduler import make_scheduler
 from hive.store import Campaign, Experiment
-from hive.store.queries import IN_FLIGHT
 from hive.store.models import now
+from hive.store.queries import IN_FLIGHT
 
 INTERNAL_ERRORS = "three internal errors in a row (see the event feed)"
 SLURM_JOBS_IN_FLIGHT = 4  # default cap on queued + running jobs when the cluster does the placing
-
-
-def preflight(playbook: Playbook, here: bool = True) -> None:
-    """Refuse, before anything is created, a playbook that cannot run here (BadInput naming the field).
-
-    With `here` False (`hive playbook validate`), GPUs the machine lacks are no error; GPUs it has are checked.
-    """
-    if playbook.strategist == "llm" or playbook.models.critic:
-        from hive.llm import LLM
-
-        llm = LLM(None, 0, playbook)  # type: ignore[arg-type]  (model resolution needs no store)
-        roles = ("proposer", "coder") if playbook.strategist == "llm" else ()
-        missing = [role for role in roles if not llm.enabled(role)]
-        if missing:
-            raise BadInput(f"strategist: 'llm' needs a model for {' and '.join(missing)}: set "
-                           f"{', '.join('models.' + r for r in missing)} in the playbook, or HIVE_MODEL")
-    if playbook.executor.kind != "slurm":  # Slurm places GPUs itself
-        from hive.scheduler import check_resources
-
-        check_resources(playbook.scheduler, playbook.run.resources, here)
 
 
 def make_roles(ctx: CampaignContext) -> Roles:
@@ -52,11 +35,11 @@ def make_roles(ctx: CampaignContext) -> Roles:
     pb = ctx.playbook
     reviewer = None
     if pb.strategist == "llm" or pb.models.critic:
-        from hive.llm import LLM
+        from hive.llm import LLM  # litellm takes seconds to import: only campaigns with a model pay it
 
         llm = LLM(ctx.store, ctx.campaign.id, pb)
     if pb.strategist == "llm":
-        from hive.agents.llm_coder import LlmCoder
+        from hive.agents.llm_coder import LlmCoder  # these import litellm (seconds), as above
         from hive.agents.llm_proposer import LlmProposer
 
         proposer, coder = LlmProposer(llm), LlmCoder(llm, pb.editable, pb.protected)
@@ -65,7 +48,7 @@ def make_roles(ctx: CampaignContext) -> Roles:
                                   seed=pb.strategist_seed, baseline=baseline_values(pb, ctx.workspace.repo_dir))
         coder = KnobCoder(pb)
     if pb.models.critic:
-        from hive.agents.review import LlmReviewer
+        from hive.agents.review import LlmReviewer  # imports litellm (seconds), as above
 
         reviewer = LlmReviewer(llm)
     return Roles(proposer=proposer, coder=coder, critic=Critic(pb.objective), reviewer=reviewer)
@@ -88,8 +71,6 @@ def budget_reason(ctx: CampaignContext, started: float) -> str | None:
 
 async def drive(ctx: CampaignContext) -> str:
     """Keep every slot busy with experiments until the budget is spent or a stop is asked; return why it ended."""
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
     pb, store, cid = ctx.playbook, ctx.store, ctx.campaign.id
     scheduler = ctx.scheduler = _scheduler(pb)
     roles = make_roles(ctx)
@@ -157,8 +138,6 @@ async def drive(ctx: CampaignContext) -> str:
 
 def _scheduler(pb: Playbook):  # noqa: ANN202
     """The playbook's scheduler; on Slurm, where the cluster places GPUs, it only bounds the jobs in flight."""
-    from hive.scheduler import make_scheduler
-
     if pb.executor.kind != "slurm":
         return make_scheduler(pb.scheduler, pb.run.resources)
     jobs = pb.scheduler.slots or SLURM_JOBS_IN_FLIGHT

@@ -13,9 +13,5 @@ class EditRejected(HiveError):
     """A proposed change cannot be applied or touches files it must not."""
 
 
-class RunTimedOut(HiveError):
-    """A run passed its wall-clock limit and was killed."""
-
-
 class BudgetExhausted(HiveError):
     """The campaign's experiment, time or dollar budget is spent."""

@@ -130,7 +130,7 @@ class ExperimentFlow:
         number, ws = state["number"], self.ctx.workspace
         proposal = Proposal.from_dict(state["proposal"])
         base = state["parent_commit"]
-        tree = ws.worktree(number, base, reset=True)
+        tree = ws.worktree(number, base)
         view = campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb)
         try:
             summary = await asyncio.to_thread(self.roles.coder.code, proposal, tree, view, number)
@@ -250,7 +250,7 @@ class ExperimentFlow:
         exp = self._exp(number)
         if exp.status == "done":
             return {}
-        v = Verdict(**state["verdict"])
+        v = Verdict.from_dict(state["verdict"])
         proposal = Proposal.from_dict(state["proposal"])
         runs = list(store.runs(exp.id))
         metric = self.pb.objective.metric

@@ -16,6 +16,7 @@ import litellm  # noqa: E402
 
 from hive.errors import BadInput, BudgetExhausted, HiveError  # noqa: E402
 from hive.playbook import Playbook  # noqa: E402
+from hive.scripted import ensure_server  # noqa: E402
 from hive.store import LlmCall, Store  # noqa: E402
 
 litellm.suppress_debug_info = True
@@ -39,7 +40,7 @@ class LLM:
 
     def model_for(self, role: str) -> str | None:
         """The model configured for a role: the playbook's `models.<role>`, else HIVE_MODEL, else None."""
-        return getattr(self.playbook.models, role, None) or os.environ.get("HIVE_MODEL") or None
+        return self.playbook.model_for(role)
 
     def enabled(self, role: str) -> bool:
         return self.model_for(role) is not None
@@ -73,8 +74,6 @@ class LLM:
         """litellm arguments for a configured model (a `scripted:` one starts the local server) and its price."""
         models = self.playbook.models
         if model.startswith("scripted:"):
-            from hive.scripted import ensure_server
-
             server = ensure_server(model.removeprefix("scripted:"))
             _register("openai/scripted", SCRIPTED_PRICE)
             return {"model": "openai/scripted", "api_base": server.api_base, "api_key": "scripted"}, SCRIPTED_PRICE

@@ -37,6 +37,12 @@ def log_tail(path: str | Path, limit: int | None = LOG_TAIL_BYTES, missing: str 
     return LogTail(path, limit).read_new(missing)
 
 
+def append_log(path: Path, text: str) -> None:
+    """Add Hive's own lines (a stop reason, the scorer's output) to the end of a run's log."""
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(text)
+
+
 def cap_log(path: Path, max_mb: float, head: int = 2**20, tail: int = 4 * 2**20) -> bool:
     """Shrink a log over `max_mb` to its first and last megabytes (a runaway print must not fill the disk)."""
     try:

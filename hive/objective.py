@@ -107,8 +107,3 @@ def check_constraints(objective: Objective, metrics: dict) -> list[str]:
 def improvement(objective: Objective, candidate: float, best: float) -> float:
     """How much better the candidate is than the best, positive when better, in the metric's units."""
     return best - candidate if objective.direction == "minimize" else candidate - best
-
-
-def is_better(objective: Objective, candidate: float, best: float | None) -> bool:
-    """Strictly better, ignoring noise (the critic does the statistics)."""
-    return best is None or improvement(objective, candidate, best) > 0

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hive.executors.base import Executor, RunRequest, RunResult, scrubbed_environment
-from hive.logs import cap_log, log_tail
-from hive.objective import read_metrics
 from hive.invocation import Invocation, expand, invocation
+from hive.logs import append_log, cap_log, log_tail
+from hive.objective import read_metrics
 from hive.playbook import Playbook
 from hive.progress import ProgressWatch
 from hive.workspace import Workspace
@@ -104,9 +104,8 @@ class Runner:
         self.workspace.restore_repo()
         if alone:
             return f"the run wrote into the campaign repo: {', '.join(foreign[:3])}"
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"\n[hive] the campaign repo was written to ({', '.join(foreign[:3])}) while other runs were "
-                      f"in flight; restored, the writer is unknown\n")
+        append_log(log_path, f"\n[hive] the campaign repo was written to ({', '.join(foreign[:3])}) while other runs "
+                             f"were in flight; restored, the writer is unknown\n")
         return None
 
     def run_seed(self, number: int, seed: int, commit: str, devices: list[int] | None = None,
@@ -198,8 +197,7 @@ class Runner:
             shutil.rmtree(harness, ignore_errors=True)
         cap_log(score_log, pb.run.max_log_mb)
         text = log_tail(score_log, PARSE_TAIL_BYTES)
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(f"\n[hive] scorer: {command}\n{text}")
+        append_log(log_path, f"\n[hive] scorer: {command}\n{text}")
         if not scored.ok:
             why = "scorer timed out" if scored.timed_out else f"scorer failed (exit {scored.exit_code})"
             return SeedOutcome("cancelled" if scored.cancelled else "failed", {}, result, log_path, why)

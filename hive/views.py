@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +35,7 @@ def status_data(store: Store, camp: Campaign) -> dict[str, Any]:
     first = store.experiment(camp.id, 1)
     baseline = first if first is not None and first.verdict == "baseline" else None
     best = store.best(camp.id)
-    playbook = json.loads(camp.playbook_json or "{}")
+    playbook = camp.playbook
     delta = None
     if best and baseline and best.metric_mean is not None and baseline.metric_mean is not None:
         delta = best.metric_mean - baseline.metric_mean
@@ -184,7 +183,7 @@ def gpus_data(home: Path, name: str | None, simulate_gpus: int | None) -> dict[s
         if "none yet" not in str(exc):  # several campaigns: say how to pick one
             note = "name a campaign to see which of its runs hold the devices"
     if camp is not None:
-        playbook = json.loads(camp.playbook_json or "{}")
+        playbook = camp.playbook
         scheduler = playbook.get("scheduler") or {}
         resources = (playbook.get("run") or {}).get("resources") or {}
         exps = {e.id: e.number for e in store.experiments(camp.id, statuses=IN_FLIGHT)}

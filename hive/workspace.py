@@ -10,8 +10,6 @@ import tarfile
 import threading
 from pathlib import Path
 
-import git
-
 from hive.errors import BadInput, HiveError
 from hive.knobs import KNOBS_FILE
 from hive.playbook import Playbook, matches_any
@@ -20,6 +18,14 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "Hive", "GIT_AUTHOR_EMAIL": "hive@localhost",
            "GIT_COMMITTER_NAME": "Hive", "GIT_COMMITTER_EMAIL": "hive@localhost"}
 SKIP_DIRS = {".git", "__pycache__", ".venv", "workspaces", ".pytest_cache"}
 HIVE_DIR = ".hive"  # Hive's own bookkeeping (knob values) travels in commits but never in an export
+
+
+class GitFailed(Exception):
+    """A git command on the campaign repo failed (a bug or a broken repo, not a user mistake)."""
+
+    def __init__(self, args: tuple[str, ...], code: int, stderr: str, stdout: str):
+        super().__init__(f"git {' '.join(args[:2])} failed (exit {code}): {stderr.strip()[-500:]}")
+        self.code, self.stderr, self.stdout = code, stderr, stdout
 
 
 def run_git(cwd: Path, *args: str, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -63,14 +69,10 @@ class Workspace:
     def baseline_branch(self) -> str:
         return f"hive/{self.campaign}/baseline"
 
-    @property
-    def repo(self) -> git.Repo:
-        return git.Repo(self.repo_dir)
-
     def _git(self, *args: str, cwd: Path | None = None, stdin: str | None = None) -> str:
         proc = run_git(cwd or self.repo_dir, *args, env=GIT_ENV, stdin=stdin)
         if proc.returncode != 0:
-            raise git.GitCommandError(["git", *args], proc.returncode, proc.stderr, proc.stdout)
+            raise GitFailed(args, proc.returncode, proc.stderr, proc.stdout)
         return proc.stdout
 
     # -- the campaign repo ---------------------------------------------------
@@ -100,12 +102,13 @@ class Workspace:
             origin = str(src) if src is not None else playbook.source
             try:
                 self._git("clone", "-q", "--no-hardlinks", origin, str(staging), cwd=self.root)
-            except git.GitCommandError as exc:
-                raise BadInput(f"source: cannot clone {playbook.source!r}: {exc.stderr.strip().splitlines()[-1:]}") from None
+            except GitFailed as exc:
+                why = (exc.stderr.strip().splitlines() or ["git clone failed"])[-1]
+                raise BadInput(f"source: cannot clone {playbook.source!r}: {why}") from None
             if playbook.ref:
                 try:
                     self._git("checkout", "-q", playbook.ref, cwd=staging)
-                except git.GitCommandError:
+                except GitFailed:
                     raise BadInput(f"ref: {playbook.ref!r} is not a commit, branch or tag of {playbook.source!r}") from None
         self._git("config", "user.name", GIT_ENV["GIT_AUTHOR_NAME"], cwd=staging)
         self._git("config", "user.email", GIT_ENV["GIT_AUTHOR_EMAIL"], cwd=staging)
@@ -127,7 +130,7 @@ class Workspace:
         try:
             self._git("rev-parse", "--verify", "-q", f"refs/heads/{name}")
             return True
-        except (git.GitCommandError, FileNotFoundError, NotADirectoryError):
+        except (GitFailed, FileNotFoundError, NotADirectoryError):
             return False
 
     def clear_stale_locks(self) -> list[Path]:
@@ -153,34 +156,30 @@ class Workspace:
             self._git("clean", "-q", "-fd")
 
     # -- worktrees (where the coder edits) -----------------------------------
-    def worktree(self, number: int, base_commit: str, reset: bool = True) -> Path:
-        """The experiment's worktree on its branch, made from `base_commit`; safe to call again after a crash.
+    def worktree(self, number: int, base_commit: str) -> Path:
+        """The experiment's worktree on its branch, (re)set to `base_commit`; safe to call again after a crash.
 
-        With reset=False an existing branch keeps its commits (only uncommitted changes are dropped).
+        Work to keep (an earlier attempt's commit) is kept by passing it as `base_commit`.
         """
         path = self.trees / f"exp-{number}"
         branch = self.branch(number)
-        if not path.exists() and (reset or not self.has_branch(branch)):
+        if not path.exists():
             try:  # the common case: one git call
                 self._git("worktree", "add", "-q", "-f", "-B", branch, str(path), base_commit)
                 return path
-            except git.GitCommandError:
+            except GitFailed:
                 pass  # a stale registration or lock from a crash: take the careful path below
         self.clear_stale_locks()
         registered = str(path) in self._git("worktree", "list", "--porcelain")
         if registered and path.exists():
-            target = base_commit if reset or not self.has_branch(branch) else branch
-            self._git("checkout", "-q", "-B", branch, target, cwd=path)
+            self._git("checkout", "-q", "-B", branch, base_commit, cwd=path)
             self._git("reset", "-q", "--hard", cwd=path)
             self._git("clean", "-q", "-fd", cwd=path)
             return path
         if path.exists():
             shutil.rmtree(path)
             self._git("worktree", "prune")
-        if self.has_branch(branch) and not reset:
-            self._git("worktree", "add", "-q", "-f", str(path), branch)
-        else:
-            self._git("worktree", "add", "-q", "-f", "-B", branch, str(path), base_commit)
+        self._git("worktree", "add", "-q", "-f", "-B", branch, str(path), base_commit)
         return path
 
     def commit(self, tree: Path, message: str) -> str:
@@ -188,7 +187,7 @@ class Workspace:
         self._git("add", "-A", cwd=tree)
         try:
             self._git("commit", "-q", "-m", message, cwd=tree)
-        except git.GitCommandError as exc:
+        except GitFailed as exc:
             if "nothing to commit" not in (exc.stdout or "") + (exc.stderr or ""):
                 raise
         return self._git("rev-parse", "HEAD", cwd=tree).strip()
@@ -198,7 +197,7 @@ class Workspace:
         path = self.trees / f"exp-{number}"
         try:
             self._git("worktree", "remove", "--force", str(path))
-        except git.GitCommandError:
+        except GitFailed:
             shutil.rmtree(path, ignore_errors=True)
             self._git("worktree", "prune")
 
@@ -227,7 +226,7 @@ class Workspace:
         try:
             self._git("merge-base", "--is-ancestor", older, newer)
             return True
-        except git.GitCommandError:
+        except GitFailed:
             return False
 
     def advance_best(self, commit: str, message: str) -> str:

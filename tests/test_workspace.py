@@ -100,13 +100,13 @@ def test_worktree_again_after_a_crash(ws):
     assert ws.worktree(3, base).joinpath("train.py").is_file()
 
 
-def test_worktree_keeps_committed_work_without_reset(ws):
+def test_worktree_keeps_committed_work_made_from_it(ws):
     base = ws.baseline_commit()
     tree = ws.worktree(4, base)
     (tree / "train.py").write_text((tree / "train.py").read_text() + "\n# kept\n")
     commit = ws.commit(tree, "exp-4")
     (tree / "train.py").write_text("uncommitted")
-    again = ws.worktree(4, base, reset=False)
+    again = ws.worktree(4, commit)
     assert git("rev-parse", "HEAD", cwd=again).strip() == commit
     assert (again / "train.py").read_text().endswith("# kept\n")
     ws.remove_worktree(4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hive import prs
+from hive.export import export as export_pr
 from hive.store import Campaign, Store
 from hive.workspace import Workspace
 
@@ -27,6 +28,4 @@ def reject(store: Store, campaign: Campaign, number: int, reason: str) -> str:
 
 def export(store: Store, campaign: Campaign, number: int, home: Path, fmt: str, to: Path | None) -> str:
     """Export the PR as a patch, a branch or a Parameter Golf folder; what was made, for the user."""
-    from hive.export import export as export_pr
-
     return export_pr(store, campaign, _workspace(home, campaign), number, fmt, to).text()

@@ -13,6 +13,7 @@ from textual.binding import Binding
 
 from tui.dashboard import DashboardScreen
 from tui.data import DashboardSource
+from tui.engine import EngineThread
 from tui.experiment import ExperimentScreen
 from tui.pulls import AskScreen, PullRequestScreen
 
@@ -90,8 +91,6 @@ def run_campaign(playbook, home: Path, name: str | None = None) -> str:
 
     Quitting the TUI stops the campaign cleanly and waits for it; an engine error is raised again here.
     """
-    from tui.engine import EngineThread
-
     engine = EngineThread(playbook, home, name).start()
     try:
         HiveApp(home, engine.name, engine=engine).run()

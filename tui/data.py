@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import col, select
@@ -126,13 +124,6 @@ class Snapshot:
     waiting: str | None = None
 
 
-def _playbook(camp: Campaign) -> dict[str, Any]:
-    try:
-        return json.loads(camp.playbook_json or "{}")
-    except ValueError:
-        return {}
-
-
 class DashboardSource:
     """Builds dashboard snapshots of one campaign; remembers what it read so each refresh reads only what is new."""
 
@@ -171,7 +162,7 @@ class DashboardSource:
             return Snapshot(waiting=f"waiting for campaign {self.name or ''} to start…")
         store, now = self.store, self.clock()
         assert store is not None
-        playbook = _playbook(camp)
+        playbook = camp.playbook
         events = list(store.events(camp.id, after_id=self._last_event, limit=EVENT_ROWS))
         if events:
             self._last_event = events[-1].id

@@ -24,7 +24,7 @@ class EngineThread:
         return self
 
     def _run(self) -> None:
-        from hive.driver import start
+        from hive.driver import start  # seconds to import (langgraph, optuna): `hive tui` only watches, never pays it
 
         try:
             start(self.playbook, self.home, self.name, echo=None, stop=self.stop_event,

@@ -106,5 +106,9 @@ class Verdict:
     std: float | None = None
     p_value: float | None = None
     seeds_wanted: int = 0
-    lesson: str = ""
     reference: int | None = None  # the best experiment it was compared with
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Verdict":
+        """A verdict from a checkpoint; keys a newer or older Hive wrote there that this one lacks are dropped."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})

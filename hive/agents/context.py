@@ -34,7 +34,7 @@ def campaign_view(store: Store, campaign_id: int, playbook: Playbook, recent: in
         name=playbook.name, metric=obj.metric, direction=obj.direction, constraints=list(obj.constraints),
         rules=playbook.rules, knobs=[k.model_dump(mode="json") for k in playbook.knobs],
         editable=list(playbook.editable), protected=list(playbook.protected),
-        baseline=brief(baseline) if baseline else None, best=brief(best) if best else None,
+        baseline=brief(baseline) if baseline else None, best=brief(best, with_diff=True) if best else None,
         leaderboard=[brief(e) for e in store.leaderboard(campaign_id, obj.direction, 10)],
         recent=[brief(e, with_diff=True) for e in finished],
         in_flight=[brief(e) for e in in_flight if e.kind != "baseline"],

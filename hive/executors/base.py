@@ -17,6 +17,13 @@ SECRET = ["*_API_KEY", "*_KEY", "*TOKEN*", "*SECRET*", "*PASSWORD*", "HIVE_*", "
           "ANTHROPIC_*", "AZURE_*", "GOOGLE_*", "HF_*"]
 
 
+def stop_reason(timeout: float, timed_out: bool, cancelled: bool) -> str:
+    """Why Hive ended a run itself ("" when it did not), in the words every executor logs."""
+    if timed_out:
+        return f"killed after the {timeout:g} s limit"
+    return "cancelled" if cancelled else ""
+
+
 @dataclass
 class RunRequest:
     """One run of one seed: a shell command in a folder, with a limit and a log file."""

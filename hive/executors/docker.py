@@ -7,8 +7,15 @@ import threading
 import time
 from pathlib import Path
 
+try:  # a dependency, but a broken install must be one line at `hive start`, not a traceback on import
+    import docker
+    import requests
+except ImportError:
+    docker = requests = None
+
 from hive.errors import HiveError
-from hive.executors.base import RunRequest, RunResult
+from hive.executors.base import RunRequest, RunResult, stop_reason
+from hive.logs import append_log
 
 CAMPAIGN_LABEL = "hive.campaign"
 RUN_LABEL = "hive.run"
@@ -19,12 +26,10 @@ HOST_ONLY = ("PATH", "HOME", "VIRTUAL_ENV", "PYTHONPATH", "LD_LIBRARY_PATH", "TM
 STATS_EVERY_SECONDS = 1.0
 
 
-def connect(timeout: float = 60):  # noqa: ANN201  (a docker.DockerClient; docker is imported lazily)
+def connect(timeout: float = 60):  # noqa: ANN201  (a docker.DockerClient)
     """A client for the daemon at DOCKER_HOST (or the default socket); HiveError in one line if it does not answer."""
-    try:
-        import docker
-    except ImportError:
-        raise HiveError("executor.kind: 'docker' needs the docker SDK: pip install docker") from None
+    if docker is None:
+        raise HiveError("executor.kind: 'docker' needs the docker SDK: pip install docker")
     try:
         client = docker.from_env(timeout=timeout, max_pool_size=64)
         client.ping()
@@ -44,8 +49,6 @@ class DockerExecutor:
     name = "docker"
 
     def __init__(self, config, campaign: str = "", client=None):  # noqa: ANN001  (playbook.DockerExecutor, DockerClient)
-        import docker
-
         self.config = config
         self.campaign = campaign
         self.client = client or connect()
@@ -58,15 +61,13 @@ class DockerExecutor:
             raise HiveError(f"docker: cannot inspect image {config.image!r}: {_first_line(exc)}") from None
 
     def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult:
-        import docker
-
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         try:
             container = self._start(request)
         except docker.errors.DockerException as exc:
             error = f"docker could not start the run: {_first_line(exc)}"
-            _append(request.log_path, f"\n[hive] {error}\n")
+            append_log(request.log_path, f"\n[hive] {error}\n")
             return RunResult(exit_code=None, wall_seconds=time.monotonic() - started, error=error)
         try:
             follower = threading.Thread(target=_follow_logs, args=(container, request.log_path), daemon=True,
@@ -79,23 +80,17 @@ class DockerExecutor:
             oom = exit_code is not None and _oom_killed(container)
         finally:
             _remove(container)
-        error = ""
-        if timed_out:
-            error = f"killed after the {request.timeout:g} s limit"
-        elif cancelled:
-            error = "cancelled"
-        elif exit_code is None:
+        error = stop_reason(request.timeout, timed_out, cancelled)
+        if not error and exit_code is None:
             error = "the container vanished before it reported an exit code"
-        elif oom:
+        elif not error and oom:
             error = "out of memory: the kernel killed the run at the container's memory limit"
         if error:
-            _append(request.log_path, f"\n[hive] {error}\n")
+            append_log(request.log_path, f"\n[hive] {error}\n")
         return RunResult(exit_code=exit_code, wall_seconds=wall, peak_rss_mb=peak_mb, timed_out=timed_out,
                          cancelled=cancelled, error=error)
 
     def _start(self, request: RunRequest):  # noqa: ANN202
-        import docker
-
         cfg = self.config
         rewrites = {str(request.cwd): cfg.workdir}
         volumes = {str(request.cwd): {"bind": cfg.workdir, "mode": "rw"}}
@@ -125,9 +120,6 @@ class DockerExecutor:
     def _wait(self, container, follower: threading.Thread, deadline: float,  # noqa: ANN001
               cancel: threading.Event | None) -> tuple[int | None, float | None, bool, bool]:
         """Wait for the container to exit (its log stream ends with it); kill it on timeout or cancel."""
-        import docker
-        import requests
-
         timed_out = cancelled = False
         peak_mb: float | None = None
         next_stats = time.monotonic() + STATS_EVERY_SECONDS / 2
@@ -194,9 +186,6 @@ def _rewrite(text: str, rewrites: dict[str, str]) -> str:
 
 def _follow_logs(container, log_path: Path) -> None:  # noqa: ANN001
     """Copy the container's output into the run's log file as it comes, until the container stops."""
-    import docker
-    import requests
-
     with open(log_path, "ab", buffering=0) as log:
         try:
             log.writelines(container.logs(stream=True, follow=True, stdout=True, stderr=True))
@@ -215,8 +204,6 @@ def _memory_mb(container) -> float | None:  # noqa: ANN001
 
 
 def _oom_killed(container) -> bool:  # noqa: ANN001
-    import docker
-
     try:
         container.reload()
     except docker.errors.DockerException:
@@ -229,8 +216,6 @@ def _max(a: float | None, b: float | None) -> float | None:
 
 
 def _kill(container) -> None:  # noqa: ANN001
-    import docker
-
     try:
         container.kill()
     except docker.errors.DockerException:
@@ -238,8 +223,6 @@ def _kill(container) -> None:  # noqa: ANN001
 
 
 def _remove(container) -> None:  # noqa: ANN001
-    import docker
-
     try:
         container.remove(force=True)
     except docker.errors.NotFound:
@@ -247,11 +230,6 @@ def _remove(container) -> None:  # noqa: ANN001
     except docker.errors.APIError as exc:
         if "already in progress" not in str(exc):
             raise
-
-
-def _append(path: Path, text: str) -> None:
-    with open(path, "a", encoding="utf-8") as log:
-        log.write(text)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -17,7 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from hive.executors.base import RunRequest, RunResult
+from hive.executors.base import RunRequest, RunResult, stop_reason
+from hive.logs import append_log
 from hive.sandbox import Policy, Sandbox, gpu_nodes
 
 KILL_GRACE_SECONDS = 3.0
@@ -90,16 +91,11 @@ class LocalExecutor:
             kill_marked(mark)
         pid_file.unlink(missing_ok=True)
         exit_code = os.waitstatus_to_exitcode(status)
-        error = ""
-        if timed_out:
-            error = f"killed after the {request.timeout:g} s limit"
-        elif cancelled:
-            error = "cancelled"
-        elif exit_code < 0:
+        error = stop_reason(request.timeout, timed_out, cancelled)
+        if not error and exit_code < 0:
             error = f"killed by signal {signal.Signals(-exit_code).name}"
-        with open(request.log_path, "a", encoding="utf-8") as log:
-            if error:
-                log.write(f"\n[hive] {error}\n")
+        if error:
+            append_log(request.log_path, f"\n[hive] {error}\n")
         return RunResult(exit_code=exit_code, wall_seconds=wall, peak_rss_mb=rusage.ru_maxrss / 1024,
                          timed_out=timed_out, cancelled=cancelled, error=error)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hive.errors import HiveError
 from hive.executors.base import RunRequest, RunResult
+from hive.logs import append_log
 
 COMMAND_TIMEOUT = 60  # seconds an sbatch/squeue/scancel call may take before the controller counts as down
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING",
@@ -83,7 +84,7 @@ class SlurmExecutor:
                       env=_client_environment(request.env))
         if proc.returncode != 0:
             error = f"sbatch failed: {_first_line(proc.stderr or proc.stdout)}"
-            _append(request.log_path, f"\n[hive] {error}\n")
+            append_log(request.log_path, f"\n[hive] {error}\n")
             script.unlink(missing_ok=True)
             return RunResult(exit_code=None, wall_seconds=0.0, error=error)
         job = proc.stdout.strip().split(";")[0]
@@ -170,7 +171,7 @@ class SlurmExecutor:
         elif exit_code is None or slurm_state not in ("", "COMPLETED", "FAILED"):
             error = f"job {job} ended {slurm_state or 'without an exit code'}"
         if error:
-            _append(request.log_path, f"\n[hive] {error} (slurm job {job})\n")
+            append_log(request.log_path, f"\n[hive] {error} (slurm job {job})\n")
         return RunResult(exit_code=exit_code, wall_seconds=wall, timed_out=timed_out, cancelled=cancelled, error=error)
 
 
@@ -257,11 +258,6 @@ def _client_environment(run_env: dict[str, str]) -> dict[str, str]:
 
 def _job_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:/-]+", "_", label)[:120]
-
-
-def _append(path: Path, text: str) -> None:
-    with open(path, "a", encoding="utf-8") as log:
-        log.write(text)
 
 
 def _first_line(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -250,6 +251,10 @@ class Playbook(Strict):
         if "{harness}" in self.run.command:
             raise ValueError("run.command: {harness} is only for score.command (the run never sees the scorer)")
         return self
+
+    def model_for(self, role: str) -> str | None:
+        """The model configured for a role: `models.<role>`, else HIVE_MODEL, else None."""
+        return getattr(self.models, role, None) or os.environ.get("HIVE_MODEL") or None
 
     def source_dir(self) -> Path | None:
         """The local folder or repository the campaign starts from, or None for a remote URL."""

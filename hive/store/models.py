@@ -28,6 +28,14 @@ class Campaign(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=now)
     active_seconds: float = 0.0  # time spent running, summed over every `hive start` (budget.max_hours)
 
+    @property
+    def playbook(self) -> dict[str, Any]:
+        """The playbook the campaign last ran with, as plain data ({} when unreadable)."""
+        try:
+            return json.loads(self.playbook_json or "{}")
+        except ValueError:
+            return {}
+
 
 class Experiment(SQLModel, table=True):
     # the views ask: best by metric, latest keep, in flight, recent finished; each has an index
@@ -147,6 +155,6 @@ class Lesson(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     experiment_number: Optional[int] = None
-    source: str = "critic"  # critic | review | human
+    source: str = "critic"  # critic | human
     text: str = Field(default="", sa_column=Column(Text))
     ts: datetime = Field(default_factory=now)
