@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import PLAYBOOKS
+import pytest
+
+from tests.conftest import PLAYBOOKS, run_hive
 
 QUICK = str(PLAYBOOKS / "quickstart.yaml")
+
+
+@pytest.fixture(scope="module")
+def baseline_only(tmp_path_factory):
+    """A folder holding a quickstart campaign that has run its baseline and nothing else, made once for the module."""
+    root = tmp_path_factory.mktemp("baseline_only")
+    first = run_hive("start", QUICK, "--headless", "--max-experiments", "1", cwd=root)
+    return root, first
 
 
 def test_help_lists_commands(hive):
@@ -15,8 +25,12 @@ def test_help_lists_commands(hive):
         assert command in out
 
 
-def test_start_records_baseline_and_resumes_without_duplicates(hive, tmp_path):
-    first = hive("start", QUICK, "--headless", "--max-experiments", "1")
+def test_start_records_baseline_and_resumes_without_duplicates(baseline_only):
+    tmp_path, first = baseline_only
+
+    def hive(*args: str):  # noqa: ANN202
+        return run_hive(*args, cwd=tmp_path)
+
     assert first.returncode == 0, first.stderr
     assert "baseline val_loss" in first.stderr
     board = json.loads(hive("leaderboard", "quickstart", "--json").stdout)
@@ -53,9 +67,10 @@ def test_user_mistakes_are_one_line_exit_2(hive):
         assert needle in result.stderr and "Traceback" not in result.stderr
 
 
-def test_show_unknown_experiment_is_exit_2(hive):
-    assert hive("start", QUICK, "--headless", "--max-experiments", "1").returncode == 0
-    result = hive("show", "99")
+def test_show_unknown_experiment_is_exit_2(baseline_only):
+    root, first = baseline_only
+    assert first.returncode == 0
+    result = run_hive("show", "99", cwd=root)
     assert result.returncode == 2 and "no experiment 99" in result.stderr
 
 
@@ -88,7 +103,7 @@ def test_a_failed_setup_is_retried_and_its_outputs_are_not_taken_for_tampering(h
     assert failing.returncode == 1 and "setup command failed (exit 3" in failing.stderr and "fetching" in failing.stderr
     again = hive("start", QUICK, "--headless", "--max-experiments", "1", "-c", "setup=echo fetching; exit 3")
     assert again.returncode == 1 and "setup command failed" in again.stderr, "setup runs again until it succeeds"
-    ok = hive("start", QUICK, "--headless", "--max-experiments", "3",
+    ok = hive("start", QUICK, "--headless", "--max-experiments", "2",
               "-c", "setup=mkdir -p cache && echo data > cache/shared.txt")
     assert ok.returncode == 0, ok.stderr[-2000:]
     shown = json.loads(hive("show", "1", "--json").stdout)

@@ -41,7 +41,7 @@ def test_a_forged_print_does_not_reach_the_objective(tmp_path):
 
 
 def test_an_artifact_over_budget_fails_the_constraint(tmp_path):
-    pb, outcome = _run(tmp_path, ["run.env.MODEL_DIM=320", "run.env.NUM_LAYERS=6"])
+    pb, outcome = _run(tmp_path, ["run.env.MODEL_DIM=320", "run.env.NUM_LAYERS=2"])  # ~1.5 MB: over, at a third of the cost
     assert outcome.metrics["artifact_bytes"] > 1_000_000
     verdict = Critic(pb.objective).judge([SeedResult(1, "ok", outcome.metrics)], {1: 1.9, 2: 1.9, 3: 1.9}, 1)
     assert verdict.verdict == "invalid" and "artifact_bytes" in verdict.reason
