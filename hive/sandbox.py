@@ -193,7 +193,7 @@ def gpu_nodes(indices: list[int], dev: Path = Path("/dev")) -> tuple[tuple[Path,
 def _nvml_identities(indices: list[int]) -> tuple[list[int], list[str]]:
     """Each GPU's device minor number and UUID from NVML; index and no UUID when NVML cannot say."""
     try:
-        import pynvml
+        import pynvml  # optional here: without NVML a GPU's minor number is its index
 
         pynvml.nvmlInit()
     except Exception:  # noqa: BLE001  (no NVML library or driver: fall back to minor == index)

@@ -54,7 +54,7 @@ class NvmlInventory:
 
     def __init__(self) -> None:
         try:
-            import pynvml
+            import pynvml  # only the NVML inventory loads it, and a machine without it falls back
         except ImportError as exc:
             raise InventoryUnavailable("NVML unavailable: nvidia-ml-py is not installed") from exc
         try:
