@@ -2,7 +2,9 @@
 
 After every kill and restart: no finished experiment lost or changed, no number used twice, no run of a seed
 recorded twice, no orphan run process, no git lock left, the best branch on a kept commit, no Optuna trial left
-RUNNING at the end. Run: python bench/soak.py [--trials 20] [--seed 1]
+RUNNING at the end. With --db-url (PostgreSQL) the store lives there, in a schema of its own, and the soak
+lists the files the campaign folder holds at the end: none of them may be a SQLite database.
+Run: python bench/soak.py [--trials 20] [--seed 1] [--db-url postgresql+psycopg://...]
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -22,14 +23,51 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import sqlalchemy as sa  # noqa: E402
+
 from bench._common import write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def rows(db: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(db, timeout=30) as conn:
-        return conn.execute(sql).fetchall()
+class Db:
+    """Read-only queries on the campaign's store, SQLite file or PostgreSQL schema (absent until Hive makes it)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = sa.create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+
+    def exists(self) -> bool:
+        with self.engine.connect() as conn:
+            return sa.inspect(conn).has_table("experiment")
+
+    def rows(self, sql: str) -> list[tuple]:
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(sql)]
+
+
+def sqlite_files(folder: Path) -> list[str]:
+    """Files under the folder that are SQLite databases (or their WAL and journal), by content and by name."""
+    found = []
+    for path in folder.rglob("*"):
+        if not path.is_file() or "/.git/" in str(path):
+            continue
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        if head == SQLITE_MAGIC or path.name.endswith(("-wal", "-shm", "-journal")):
+            found.append(str(path.relative_to(folder)))
+    return found
+
+
+def pg_schema(url: str, name: str) -> str:
+    """A fresh schema in the PostgreSQL database for the soak's store; the URL that points into it."""
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+    admin.dispose()
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
 
 
 def alive(pid: int) -> bool:
@@ -44,6 +82,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=Path, default=None, help="run in this folder and keep it for inspection")
+    parser.add_argument("--db-url", default=None, help="keep the store in this PostgreSQL database (a new schema)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     problems: list[str] = []
@@ -53,11 +92,15 @@ def main() -> None:
         home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "HIVE_HOME": str(home / "workspaces")}
         env.pop("HIVE_DB_URL", None)
+        root = home / "workspaces" / "quickstart"
+        if args.db_url:
+            env["HIVE_DB_URL"] = url = pg_schema(args.db_url, f"soak_{os.getpid()}")
+        else:
+            url = f"sqlite:///{root / 'hive.db'}"
+        db = Db(url)
         budget = args.trials * 2 + 6
         cmd = [sys.executable, "-m", "hive", "start", str(ROOT / "playbooks" / "quickstart.yaml"), "--headless",
                "--max-experiments", str(budget), "-c", "run.command=sleep 0.3 && python train.py"]
-        root = home / "workspaces" / "quickstart"
-        db = root / "hive.db"
         finished_before: dict[int, str] = {}
         for trial in range(1, args.trials + 1):
             proc = subprocess.Popen(cmd, env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -77,17 +120,17 @@ def main() -> None:
                 problems.append(f"trial {trial}: orphan run processes survived a restart: {orphans}")
             check.send_signal(signal.SIGKILL)
             check.wait()
-            if not db.exists():
+            if not (db.exists() if args.db_url else (root / "hive.db").exists()):
                 continue
-            now = dict(rows(db, "select number, verdict from experiment where status = 'done'"))
+            now = dict(db.rows("select number, verdict from experiment where status = 'done'"))
             lost = {n: v for n, v in finished_before.items() if now.get(n) != v}
             if lost:
                 problems.append(f"trial {trial}: finished experiments lost or changed: {lost}")
             finished_before = now
-            numbers = [n for (n,) in rows(db, "select number from experiment")]
+            numbers = [n for (n,) in db.rows("select number from experiment")]
             if len(numbers) != len(set(numbers)):
                 problems.append(f"trial {trial}: an experiment number was used twice")
-            dupes = rows(db, "select experiment_id, seed from run group by experiment_id, seed having count(*) > 1")
+            dupes = db.rows("select experiment_id, seed from run group by experiment_id, seed having count(*) > 1")
             if dupes:
                 problems.append(f"trial {trial}: seeds recorded twice: {dupes}")
             print(f"trial {trial:>2}/{args.trials}: killed at a random moment; {len(now)} experiment(s) finished, "
@@ -95,15 +138,15 @@ def main() -> None:
         final = subprocess.run(cmd, env=env, cwd=home, capture_output=True, text=True, timeout=900)
         if final.returncode != 0:
             problems.append(f"the final resume failed: {final.stderr[-500:]}")
-        statuses = {s for (s,) in rows(db, "select status from experiment")}
+        statuses = {s for (s,) in db.rows("select status from experiment")}
         if statuses != {"done"}:
-            unfinished = rows(db, "select number, status from experiment where status != 'done'")
+            unfinished = db.rows("select number, status from experiment where status != 'done'")
             problems.append(f"experiments not all finished after the final resume: {unfinished}")
-        numbers = sorted(n for (n,) in rows(db, "select number from experiment"))
+        numbers = sorted(n for (n,) in db.rows("select number from experiment"))
         repo = root / "repo"
         best_msg = subprocess.run(["git", "log", "-1", "--format=%B", "hive/quickstart/best"], cwd=repo,
                                   capture_output=True, text=True).stdout
-        kept = {n for (n,) in rows(db, "select number from experiment where verdict = 'keep'")}
+        kept = {n for (n,) in db.rows("select number from experiment where verdict = 'keep'")}
         match = re.search(r"keep exp-(\d+)", best_msg)
         if kept and (not match or int(match.group(1)) not in kept):
             problems.append("the best branch does not point at a kept experiment")
@@ -116,13 +159,24 @@ def main() -> None:
         running = [t.number for t in study.trials if t.state.name == "RUNNING"]
         if running:
             problems.append(f"Optuna trials left RUNNING: {running}")
+        files = sorted(str(p.relative_to(root)) for p in root.iterdir())
+        stray = sqlite_files(root) if args.db_url else []
+        if stray:
+            problems.append(f"SQLite files in the campaign folder with the store in PostgreSQL: {stray}")
+        db.engine.dispose()
+        if args.db_url and not args.keep:
+            with sa.create_engine(args.db_url).begin() as conn:
+                conn.exec_driver_sql(f'DROP SCHEMA "soak_{os.getpid()}" CASCADE')
     print(f"\n{kills} SIGKILLs, {len(numbers)} experiments, numbers 1..{max(numbers)} "
           f"({'contiguous' if numbers == list(range(1, len(numbers) + 1)) else 'with gaps'}), "
           f"{len(kept)} keep(s), {len(problems)} problem(s)")
     for problem in problems:
         print(f"  PROBLEM: {problem}")
-    write("soak", {"trials": args.trials, "kills": kills, "experiments": len(numbers), "keeps": len(kept),
-                   "problems": problems})
+    print(f"the campaign folder holds: {', '.join(files)}")
+    database = "postgresql" if args.db_url else "sqlite"
+    write(f"soak_{database}" if args.db_url else "soak",
+          {"database": database, "trials": args.trials, "kills": kills, "experiments": len(numbers),
+           "keeps": len(kept), "problems": problems, "campaign_folder": files, "sqlite_files": stray})
     sys.exit(1 if problems else 0)
 
 

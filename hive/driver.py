@@ -89,50 +89,43 @@ async def drive(ctx: CampaignContext) -> str:
         return "stopped"
     if baseline.verdict == "crash":
         raise HiveError(f"the baseline failed: {baseline.verdict_reason} (see `hive show 1 --log`)")
-    async with AsyncSqliteSaver.from_conn_string(str(ctx.workspace.root / "checkpoints.db")) as saver:
-        graph = flow.build(saver)
-        tasks: dict[asyncio.Task, int] = {}
-        live = [e for e in store.experiments(cid, statuses=IN_FLIGHT) if e.kind != "baseline"]
-        if hasattr(roles.proposer, "reconcile"):
-            trials = set()
-            for exp in live:
-                snapshot = await graph.aget_state(_thread(ctx, exp.number))
-                trial = (snapshot.values.get("proposal") or {}).get("trial")
-                if trial is not None:
-                    trials.add(trial)
-            roles.proposer.reconcile(trials)
-        for exp in live:
-            ctx.feed("resume", f"resuming from its last checkpoint ({exp.status})", exp.number)
-            tasks[asyncio.create_task(_experiment(ctx, graph, exp.number))] = exp.number
-        reason = "stopped"
-        internal_errors, budget_spent = 0, False
-        while True:
-            reason = "stopped" if ctx.stop.is_set() else budget_reason(ctx, started)
-            if reason:
-                break
-            if len(tasks) < width:
-                exp = store.new_experiment(cid, kind="candidate", status="proposed")
-                tasks[asyncio.create_task(_experiment(ctx, graph, exp.number))] = exp.number
-                continue
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                number = tasks.pop(task)
-                error = _task_error(ctx, task, number)
-                budget_spent = budget_spent or error == "budget"
-                internal_errors = internal_errors + 1 if error == "internal" else 0
-            if budget_spent:
-                reason = "budget spent"
-                break
-            if internal_errors >= 3:
-                reason = INTERNAL_ERRORS
-                break
-        if tasks:
-            # the last experiments may not have proposed yet: name them, so their proposals are expected
-            last = ", ".join(f"exp-{n}" for n in sorted(tasks.values()))
-            ctx.feed("campaign", f"{reason}: no new experiment; waiting for the {len(tasks)} in flight ({last})")
-            await asyncio.wait(tasks)
-            for task, number in tasks.items():
-                _task_error(ctx, task, number)
+    graph = flow.build()
+    tasks: dict[asyncio.Task, int] = {}
+    live = [e for e in store.experiments(cid, statuses=IN_FLIGHT) if e.kind != "baseline"]
+    if hasattr(roles.proposer, "reconcile"):
+        roles.proposer.reconcile({t for e in live if (t := e.proposal.get("trial")) is not None})
+    for exp in live:
+        ctx.feed("resume", f"resuming from its last checkpoint ({exp.status})", exp.number)
+        tasks[asyncio.create_task(graph.ainvoke(flow.resume(exp)))] = exp.number
+    reason = "stopped"
+    internal_errors, budget_spent = 0, False
+    while True:
+        reason = "stopped" if ctx.stop.is_set() else budget_reason(ctx, started)
+        if reason:
+            break
+        if len(tasks) < width:
+            exp = store.new_experiment(cid, kind="candidate", status="proposed")
+            tasks[asyncio.create_task(graph.ainvoke({"number": exp.number}))] = exp.number
+            continue
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            number = tasks.pop(task)
+            error = _task_error(ctx, task, number)
+            budget_spent = budget_spent or error == "budget"
+            internal_errors = internal_errors + 1 if error == "internal" else 0
+        if budget_spent:
+            reason = "budget spent"
+            break
+        if internal_errors >= 3:
+            reason = INTERNAL_ERRORS
+            break
+    if tasks:
+        # the last experiments may not have proposed yet: name them, so their proposals are expected
+        last = ", ".join(f"exp-{n}" for n in sorted(tasks.values()))
+        ctx.feed("campaign", f"{reason}: no new experiment; waiting for the {len(tasks)} in flight ({last})")
+        await asyncio.wait(tasks)
+        for task, number in tasks.items():
+            _task_error(ctx, task, number)
     return reason
 
 
@@ -143,28 +136,6 @@ def _scheduler(pb: Playbook):  # noqa: ANN202
     jobs = pb.scheduler.slots or SLURM_JOBS_IN_FLIGHT
     config = pb.scheduler.model_copy(update={"inventory": "cpu", "slots": jobs})
     return make_scheduler(config, pb.run.resources.model_copy(update={"gpus": 0, "cpu_threads": 1}))
-
-
-def _thread(ctx: CampaignContext, number: int) -> dict:
-    return {"configurable": {"thread_id": f"{ctx.name}/exp-{number}"}}
-
-
-async def _experiment(ctx: CampaignContext, graph, number: int) -> None:  # noqa: ANN001
-    """Run one experiment's graph thread, from its last checkpoint when it has one.
-
-    The store, not the checkpoint, says whether the experiment is finished: a kill can land after a checkpoint's
-    pending writes were saved but before the next step was, which leaves a thread with nothing queued.
-    """
-    config = _thread(ctx, number)
-    snapshot = await graph.aget_state(config)
-    if snapshot.values:
-        await graph.ainvoke(None, config, durability="sync")
-        exp = ctx.store.experiment(ctx.campaign.id, number)
-        if exp is None or exp.status == "done":
-            return
-        # starting over proposes a new change: runs of the old commit must not be judged as its
-        ctx.store.delete_runs(exp.id)
-    await graph.ainvoke({"number": number}, config, durability="sync")
 
 
 def _task_error(ctx: CampaignContext, task: asyncio.Task, number: int) -> str | None:

@@ -1,4 +1,13 @@
-"""One experiment as a LangGraph thread: propose -> code -> run -> critic (-> run more seeds) -> record."""
+"""One experiment as a LangGraph thread: propose -> code -> run -> critic (-> run more seeds) -> record.
+
+The graph has no checkpointer: an experiment resumes from the store alone (`ExperimentFlow.resume`). Every
+field of the state is already in the experiment's row or its runs, and a second copy in a checkpoint can
+disagree with the store after a kill (it once left an experiment 'proposed' forever); a PostgreSQL campaign
+then keeps all its state in the one database, with nothing on one host's disk. The price is that each node
+writes its result to the store before the next one starts, and that running a node again after a kill is
+safe: propose asks anew, code starts from the parent's commit, run skips finished seeds, the critic judges
+the same runs again, and record finishes what it had begun.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ FINISHED_RUNS = ("ok", "failed", "timeout", "pruned", "tampered")  # a seed in a
 
 
 class Stopped(HiveError):
-    """The campaign is stopping; the experiment resumes from its last checkpoint next time."""
+    """The campaign is stopping; the experiment resumes from what the store holds next time."""
 
 
 class ExperimentState(TypedDict, total=False):
@@ -48,6 +57,15 @@ class Roles:
 
 
 # -- routing (pure) ------------------------------------------------------------
+def resume_at(state: ExperimentState) -> Literal["propose", "code", "run", "record"]:
+    """The first node for a state read from the store: a new experiment proposes, a judged one records."""
+    if state.get("verdict"):
+        return "record"
+    if "proposal" not in state:
+        return "propose"
+    return "run" if state.get("commit") else "code"
+
+
 def after_propose(state: ExperimentState) -> Literal["code", "record"]:
     return "record" if state.get("verdict") else "code"
 
@@ -78,20 +96,46 @@ class ExperimentFlow:
         self.lease_gpu_memory_mb = None if slurm else self.pb.run.resources.gpu_memory_mb
         self.real_devices = getattr(scheduler.inventory, "kind", "") != "simulated"
 
-    def build(self, checkpointer) -> Any:  # noqa: ANN001
+    def build(self) -> Any:
         g = StateGraph(ExperimentState)
         g.add_node("propose", self.propose)
         g.add_node("code", self.code)
         g.add_node("run", self.run)
         g.add_node("critic", self.judge)
         g.add_node("record", self.record)
-        g.add_edge(START, "propose")
+        g.add_conditional_edges(START, resume_at)
         g.add_conditional_edges("propose", after_propose)
         g.add_conditional_edges("code", after_code)
         g.add_edge("run", "critic")
         g.add_conditional_edges("critic", after_critic)
         g.add_edge("record", END)
-        return g.compile(checkpointer=checkpointer)
+        return g.compile()
+
+    def resume(self, exp: Experiment) -> ExperimentState:
+        """Where an unfinished experiment stands, read from its row and its runs (see the module docstring)."""
+        state: ExperimentState = {"number": exp.number}
+        runs = list(self.ctx.store.runs(exp.id))
+        if exp.status in ("proposed", "coding"):
+            if runs:  # starting over proposes a new change: runs of an old commit must not be judged as its
+                self.ctx.store.delete_runs(exp.id)
+            if exp.status == "proposed":
+                return state
+        parent = self.ctx.store.experiment(self.ctx.campaign.id, exp.parent_number) if exp.parent_number else None
+        state.update(proposal=exp.proposal, parent_number=exp.parent_number, verdict=None,
+                     parent_commit=exp.parent_commit or (parent.commit if parent else ""))
+        if exp.status == "coding":
+            return {**state, "seeds": self.pb.run.seeds[:1]}
+        state["commit"] = exp.commit
+        if exp.verdict == "keep":  # kept in the store, killed before the best branch and the record followed
+            state["verdict"] = _v(Verdict("keep", exp.verdict_reason, exp.metric_mean, exp.metric_std, exp.p_value,
+                                          reference=exp.number))
+            return state
+        rejected = self._check(state["parent_commit"], exp.commit, "resumed")
+        if rejected is not None:
+            return {**state, "verdict": _v(rejected)}
+        # the seeds earned are a prefix of the playbook's: the first, and as far as any run got
+        started = [self.pb.run.seeds.index(r.seed) for r in runs if r.seed in self.pb.run.seeds]
+        return {**state, "seeds": self.pb.run.seeds[:max(started, default=0) + 1]}
 
     # -- helpers ---------------------------------------------------------------
     def _exp(self, number: int) -> Experiment:
@@ -139,15 +183,22 @@ class ExperimentFlow:
             return {"verdict": _v(Verdict("edit_failed", str(exc)))}
         commit = ws.commit(tree, f"exp-{number}: {proposal.hypothesis[:72]}\n\n{proposal.rationale}")
         diff = ws.diff(base, commit)
-        illegal = ws.illegal_changes(base, commit, self.pb)
         self._update(number, commit=commit, parent_commit=base, diff=diff, branch=ws.branch(number), status="running")
         ws.remove_worktree(number)
-        if illegal:
-            return {"commit": commit, "verdict": _v(Verdict("rejected", f"changed files it may not: {', '.join(illegal)}"))}
-        if commit == base:
-            return {"commit": commit, "verdict": _v(Verdict("edit_failed", f"the change is empty ({summary})"))}
+        rejected = self._check(base, commit, summary)
+        if rejected is not None:
+            return {"commit": commit, "verdict": _v(rejected)}
         self.ctx.feed("code", f"{summary} -> {commit[:10]}", number)
         return {"commit": commit}
+
+    def _check(self, base: str, commit: str, summary: str) -> Verdict | None:
+        """The verdict on a commit that may not run (it changes files it may not, or nothing), else None."""
+        illegal = self.ctx.workspace.illegal_changes(base, commit, self.pb)
+        if illegal:
+            return Verdict("rejected", f"changed files it may not: {', '.join(illegal)}")
+        if commit == base:
+            return Verdict("edit_failed", f"the change is empty ({summary})")
+        return None
 
     async def run(self, state: ExperimentState) -> dict:
         number = state["number"]
@@ -265,7 +316,8 @@ class ExperimentFlow:
                 v = self._recheck(exp, v)
                 if v.verdict == "keep":
                     # the store says "keep" before git moves, so a crash in between is finished by a re-run
-                    self._update(number, verdict="keep", metric_mean=v.mean, finished_at=finished)
+                    self._update(number, verdict="keep", verdict_reason=v.reason, metric_mean=v.mean,
+                                 metric_std=v.std, p_value=v.p_value, finished_at=finished)
                     await self._keep(exp, v)
         if not store.has_lesson(cid, number):
             store.add(Lesson(campaign_id=cid, experiment_number=number, source="critic",
@@ -308,4 +360,5 @@ def _v(verdict: Verdict) -> dict[str, Any]:
     return dict(verdict.__dict__)
 
 
-__all__ = ["ExperimentFlow", "ExperimentState", "Roles", "Stopped", "after_code", "after_critic", "after_propose"]
+__all__ = ["ExperimentFlow", "ExperimentState", "Roles", "Stopped", "after_code", "after_critic", "after_propose",
+           "resume_at"]
