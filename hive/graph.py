@@ -347,10 +347,9 @@ class ExperimentFlow:
 
     async def _keep(self, exp: Experiment, v: Verdict) -> None:
         ws = self.ctx.workspace
-        best = ws.best_commit()
-        marker = f"hive: keep exp-{exp.number}"
-        if marker not in ws.commit_message(best):
-            message = (f"{marker}: {exp.hypothesis[:60]}\n\n{v.reason}\n\n"
+        # the store says which experiment is best; the branch only follows it (a re-run finds it moved already)
+        if not ws.same_tree(ws.best_commit(), exp.commit):
+            message = (f"hive: keep exp-{exp.number}: {exp.hypothesis[:60]}\n\n{v.reason}\n\n"
                        f"Hive-Experiment: {exp.number}\nHive-Commit: {exp.commit}\n")
             ws.advance_best(exp.commit, message)
         open_pull_request(self.ctx.store, self.ctx.campaign.id, exp, v, self.pb)

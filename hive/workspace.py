@@ -248,6 +248,10 @@ class Workspace:
     def rev_parse(self, rev: str) -> str:
         return self._git("rev-parse", rev).strip()
 
+    def same_tree(self, a: str, b: str) -> bool:
+        """Whether two commits hold exactly the same files."""
+        return self.rev_parse(f"{a}^{{tree}}") == self.rev_parse(f"{b}^{{tree}}")
+
     def update_ref(self, branch: str, new: str, old: str) -> None:
         """Move `branch` to `new` only if it is at `old` now ("" when it must not exist yet)."""
         self._git("update-ref", f"refs/heads/{branch}", new, old)
@@ -259,9 +263,6 @@ class Workspace:
         if proc.returncode not in (0, 1):
             raise HiveError(f"git merge-tree failed: {proc.stderr.strip()}")
         return proc.returncode, proc.stdout
-
-    def commit_message(self, commit: str) -> str:
-        return self._git("log", "-1", "--format=%B", commit)
 
     def file_at(self, commit: str, path: str) -> str:
         return self._git("show", f"{commit}:{path}")

@@ -182,7 +182,7 @@ class DashboardSource:
                               .where(PullRequest.campaign_id == camp.id, PullRequest.status == "open")).one()
         counts = store.verdict_counts(camp.id)
         baseline = store.experiment(camp.id, 1)
-        best = _best(store, camp.id)
+        best = store.best(camp.id)
         budget = playbook.get("budget") or {}
         end = aware(camp.updated_at) if camp.status != "running" else now
         return Header(
@@ -255,15 +255,3 @@ class DashboardSource:
             self._plot_cache = make_plot(sorted(self._finished.values()), aware(camp.started_at), now, camp.direction)
             self._plot_at = now
         return self._plot_cache
-
-
-def _best(store: Store, campaign_id: int) -> Experiment | None:
-    """Store.best's answer (the latest keep, else the baseline), reading two columns instead of every kept row."""
-    with store.session() as s:
-        q = (select(Experiment.number, Experiment.metric_mean)
-             .where(Experiment.campaign_id == campaign_id, col(Experiment.verdict).in_(("keep", "baseline")))
-             .order_by((col(Experiment.verdict) == "keep").desc(), col(Experiment.finished_at).desc(),
-                       col(Experiment.number).desc())
-             .limit(1))
-        row = s.exec(q).first()
-    return Experiment(campaign_id=campaign_id, number=row[0], metric_mean=row[1]) if row else None
