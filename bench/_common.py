@@ -13,7 +13,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "load_average": os.getloadavg()}  # timings depend on it: the machine is shared
 
 
 def percentile(values: list[float], q: float) -> float:
