@@ -11,7 +11,6 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from hive.agents.critic import Critic
 from hive.agents.knob_coder import KnobCoder
