@@ -40,9 +40,10 @@ def build_store(home: Path, n: int, in_flight: int = 8) -> Store:
     rng = random.Random(0)
     (home / "bench").mkdir(parents=True)
     store = open_store(home, "bench")
-    playbook = {"run": {"timeout": 600}, "budget": {"max_experiments": n + 1000, "max_hours": 48}}
-    camp = store.add(Campaign(name="bench", playbook_json=json.dumps(playbook), objective_metric="val_bpb",
-                              direction="minimize", status="running", started_at=T0, updated_at=T0))
+    playbook = {"run": {"timeout": 600}, "budget": {"max_experiments": n + 1000, "max_hours": 48},
+                "objective": {"metric": "val_bpb", "direction": "minimize"}}
+    camp = store.add(Campaign(name="bench", playbook_json=json.dumps(playbook), status="running", started_at=T0,
+                              updated_at=T0))
     exps, runs, events = [], [], []
     best = 1.5
     for number in range(1, n + 1):

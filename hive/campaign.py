@@ -153,9 +153,9 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
     lock.acquire()
     try:
         store = open_store(home, name)
-        campaign, created = store.ensure_campaign(
-            name, playbook_path=str(playbook.path or ""), playbook_json=playbook.model_dump_json(),
-            objective_metric=playbook.objective.metric, direction=playbook.objective.direction)
+        campaign, created = store.ensure_campaign(name, playbook_path=str(playbook.path or ""),
+                                                  playbook_json=playbook.model_dump_json())
+        # the playbook stored by the last start, before this one replaces it below
         stored = (campaign.direction, campaign.objective_metric)
         if not created and stored != (playbook.objective.direction, playbook.objective.metric):
             raise BadInput(f"campaign {name!r} {stored[0]}s {stored[1]}, but this playbook would "

@@ -53,6 +53,16 @@ def test_start_records_baseline_and_resumes_without_duplicates(baseline_only):
     assert (tmp_path / "workspaces" / "quickstart" / "hive.db").is_file()
 
 
+def test_resuming_with_another_objective_is_refused_and_changes_nothing(baseline_only):
+    root, first = baseline_only
+    assert first.returncode == 0
+    result = run_hive("start", QUICK, "--headless", "--max-experiments", "1", "-c", "objective.direction=maximize",
+                      cwd=root)
+    assert result.returncode == 2 and "judged the wrong way" in result.stderr and "Traceback" not in result.stderr
+    board = json.loads(run_hive("leaderboard", "quickstart", "--json", cwd=root).stdout)
+    assert (board["metric"], board["direction"]) == ("val_loss", "minimize")
+
+
 def test_user_mistakes_are_one_line_exit_2(hive):
     cases = [
         (("status", "nope"), "no campaign 'nope'"),

@@ -64,6 +64,45 @@ def test_a_pre_alembic_store_upgrades_to_exactly_the_models(db_url, tmp_path):
     engine.dispose()
 
 
+def _open_pre_alembic(db_url: str, tmp_path: Path) -> tuple[Store, Path]:
+    """The pre-Alembic fixture store upgraded to head, in SQLite or (when db_url is one) PostgreSQL."""
+    root = unpack(tmp_path)
+    if db_url.startswith("sqlite"):
+        db_url = f"sqlite:///{root / 'hive.db'}"
+    else:
+        _load_pre_alembic_postgresql(db_url, root / "hive.db")
+    return Store(make_engine(db_url)), root / "hive.db"
+
+
+def test_values_a_pre_alembic_store_kept_in_columns_are_derived_the_same(db_url, tmp_path):
+    old_db = unpack(tmp_path / "old") / "hive.db"
+    store, _ = _open_pre_alembic(db_url, tmp_path)
+    camp = store.campaign("quickstart")
+    assert rows(old_db, "select objective_metric, direction from campaign") == [(camp.objective_metric, camp.direction)]
+    store.engine.dispose()
+
+
+def test_the_objective_moves_into_a_playbook_that_lacks_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'hive.db'}"
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        command.upgrade(_config(conn), "0001")
+        for name, playbook in (("full", '{"objective": {"metric": "loss", "direction": "maximize"}}'),
+                               ("bare", '{"name": "bare"}'), ("broken", "{not json")):
+            conn.execute(sa.text("insert into campaign (name, playbook_path, playbook_json, objective_metric, "
+                                 "direction, status, baseline_commit, created_at, updated_at, active_seconds) "
+                                 "values (:n, '', :p, 'acc', 'maximize', 'stopped', '', '2026-01-01', '2026-01-01', 0)"),
+                         {"n": name, "p": playbook})
+        conn.commit()
+    engine.dispose()
+    store = Store(make_engine(url))
+    got = {c.name: (c.objective_metric, c.direction) for c in store.campaigns()}
+    assert got == {"full": ("loss", "maximize"), "bare": ("acc", "maximize"), "broken": ("acc", "maximize")}
+    assert store.campaign("bare").playbook["name"] == "bare"
+    assert store.campaign("broken").playbook["unreadable_playbook_json"] == "{not json"
+    store.engine.dispose()
+
+
 def test_the_baseline_creates_the_tables_the_last_release_before_migrations_did(tmp_path):
     old = dict(rows(unpack(tmp_path) / "hive.db", "select name, sql from sqlite_master"))
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'baseline.db'}")

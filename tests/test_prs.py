@@ -271,8 +271,7 @@ def test_param_golf_records_folder_runs_from_inside(tmp_path):
     ws.remove_worktree(2)
 
     store = Store(make_engine(f"sqlite:///{tmp_path / 'hive.db'}"))
-    camp = store.add(Campaign(name="golf", playbook_json=pb.model_dump_json(), objective_metric="val_bpb",
-                              baseline_commit=baseline))
+    camp = store.add(Campaign(name="golf", playbook_json=pb.model_dump_json(), baseline_commit=baseline))
     base = store.new_experiment(camp.id, kind="baseline", commit=baseline, status="done", verdict="baseline",
                                 metric_mean=1.30)
     exp = store.new_experiment(camp.id, parent_number=1, hypothesis="Widen the MLP to 3x", rationale="more capacity",

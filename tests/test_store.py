@@ -9,7 +9,7 @@ from hive.store import Experiment, Run, Store, make_engine
 
 def test_campaign_experiments_runs_events(db_url):
     store = Store(make_engine(db_url))
-    camp, created = store.ensure_campaign("c1", objective_metric="loss", direction="minimize")
+    camp, created = store.ensure_campaign("c1", playbook_json='{"objective": {"metric": "loss", "direction": "minimize"}}')
     assert created
     again, created_again = store.ensure_campaign("c1")
     assert again.id == camp.id and not created_again

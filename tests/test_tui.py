@@ -54,7 +54,7 @@ def make_store(home: Path, name: str = "demo") -> Store:
     (home / name).mkdir(parents=True, exist_ok=True)
     store = open_store(home, name)
     camp = store.add(Campaign(name=name, playbook_json=json.dumps({**PLAYBOOK, "name": name}),
-                              objective_metric="val_loss", direction="minimize", status="running",
+                              status="running",
                               created_at=T0, started_at=T0, updated_at=T0))
     logs = home / name / "logs"
     for number, verdict, mean, std, n, p, minute, hypothesis in FINISHED:

@@ -19,8 +19,6 @@ class Campaign(SQLModel, table=True):
     name: str = Field(index=True, unique=True)
     playbook_path: str = ""
     playbook_json: str = Field(default="{}", sa_column=Column(Text))
-    objective_metric: str = ""
-    direction: str = "minimize"
     status: str = "created"  # created | running | stopped | finished
     baseline_commit: str = ""
     created_at: datetime = Field(default_factory=now)
@@ -35,6 +33,16 @@ class Campaign(SQLModel, table=True):
             return json.loads(self.playbook_json or "{}")
         except ValueError:
             return {}
+
+    @property
+    def objective_metric(self) -> str:
+        """The metric the campaign is judged by, from its playbook (a resume never changes it: open_campaign)."""
+        return (self.playbook.get("objective") or {}).get("metric", "")
+
+    @property
+    def direction(self) -> str:
+        """minimize or maximize, from its playbook."""
+        return (self.playbook.get("objective") or {}).get("direction", "minimize")
 
 
 class Experiment(SQLModel, table=True):

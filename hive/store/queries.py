@@ -37,6 +37,7 @@ class Store:
             return obj
 
     def update(self, model: type[T], row_id: int, **fields: Any) -> T:
+        _columns_only(model, fields)
         with self.session() as s:
             obj = s.get(model, row_id)
             if obj is None:
@@ -59,6 +60,7 @@ class Store:
 
     def ensure_campaign(self, name: str, **fields: Any) -> tuple[Campaign, bool]:
         """The campaign with this name, created if new; the flag says whether it was created."""
+        _columns_only(Campaign, fields)
         existing = self.campaign(name)
         if existing is not None:
             return existing, False
@@ -74,6 +76,7 @@ class Store:
 
     def _insert_numbered(self, model: type[T], campaign_id: int, fields: dict[str, Any]) -> T:
         """Insert a row numbered max + 1 within its campaign; a concurrent writer's number collision retries."""
+        _columns_only(model, fields)
         for _ in range(20):
             with self.session() as s:
                 top = s.exec(select(func.max(model.number)).where(model.campaign_id == campaign_id)).one()
@@ -237,6 +240,13 @@ class Store:
     def new_pull_request(self, campaign_id: int, **fields: Any) -> PullRequest:
         """Insert a pull-request record under the campaign's next number."""
         return self._insert_numbered(PullRequest, campaign_id, fields)
+
+def _columns_only(model: type[SQLModel], fields: dict[str, Any]) -> None:
+    """Refuse a write to a field the table does not have (a derived value, say), which SQLModel would drop silently."""
+    unknown = sorted(set(fields) - set(model.model_fields))
+    if unknown:
+        raise TypeError(f"{model.__name__} has no column {', '.join(unknown)} (derived values are computed where read)")
+
 
 def iso(value: datetime) -> str:
     """ISO 8601 in UTC (SQLite hands back naive datetimes that were stored as UTC)."""
