@@ -24,7 +24,7 @@ async def run_baseline(ctx, run_seed: Callable[[Experiment, int, str], Awaitable
         exp = store.new_experiment(cid, kind="baseline", hypothesis="baseline: the source as given",
                                    proposal_json=json.dumps({"knobs": knobs, "strategist": "baseline"}),
                                    commit=ctx.campaign.baseline_commit, parent_commit=ctx.campaign.baseline_commit,
-                                   branch=ctx.workspace.baseline_branch, status="running", started_at=now())
+                                   status="running", started_at=now())
     if exp.status == "done":
         return exp
     seeds = pb.run.seeds[:pb.objective.confirm_seeds]

@@ -183,7 +183,7 @@ class ExperimentFlow:
             return {"verdict": _v(Verdict("edit_failed", str(exc)))}
         commit = ws.commit(tree, f"exp-{number}: {proposal.hypothesis[:72]}\n\n{proposal.rationale}")
         diff = ws.diff(base, commit)
-        self._update(number, commit=commit, parent_commit=base, diff=diff, branch=ws.branch(number), status="running")
+        self._update(number, commit=commit, parent_commit=base, diff=diff, status="running")
         ws.remove_worktree(number)
         rejected = self._check(base, commit, summary)
         if rejected is not None:

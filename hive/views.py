@@ -15,6 +15,7 @@ from hive.store import Campaign, Store
 from hive.store.home import find_campaign
 from hive.store.models import now
 from hive.store.queries import IN_FLIGHT, iso, to_dict
+from hive.workspace import experiment_branch
 
 
 def load(home: Path, name: str | None) -> tuple[Store, Campaign]:
@@ -138,6 +139,7 @@ def experiment_data(store: Store, camp: Campaign, number: int) -> dict[str, Any]
         raise BadInput(f"EXPERIMENT: no experiment {number} in campaign {camp.name} (valid: 1..{total})"
                        if total else f"EXPERIMENT: campaign {camp.name} has no experiments yet")
     data = to_dict(exp)
+    data["branch"] = experiment_branch(camp.name, exp.number, exp.kind) if exp.commit else ""  # none before its commit
     data["runs"] = [{**to_dict(r), "shell_line": Invocation(r.command, r.env).shell_line() if r.command else ""}
                     for r in store.runs(exp.id)]
     return data

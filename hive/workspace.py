@@ -45,6 +45,11 @@ def git_output(cwd: Path, *args: str, env: dict | None = None, stdin: str | None
 _NOT_HIVE = ["--", ".", f":(exclude){HIVE_DIR}"]
 
 
+def experiment_branch(campaign: str, number: int, kind: str = "candidate") -> str:
+    """The branch an experiment's commit is on: the campaign's baseline branch for the baseline, else its own."""
+    return f"hive/{campaign}/baseline" if kind == "baseline" else f"hive/{campaign}/exp-{number}"
+
+
 class Workspace:
     """Everything under `workspaces/<campaign>/`: repo/, trees/, runs/, logs/."""
 
@@ -59,7 +64,7 @@ class Workspace:
 
     # -- names -------------------------------------------------------------
     def branch(self, number: int) -> str:
-        return f"hive/{self.campaign}/exp-{number}"
+        return experiment_branch(self.campaign, number)
 
     @property
     def best_branch(self) -> str:
@@ -67,7 +72,7 @@ class Workspace:
 
     @property
     def baseline_branch(self) -> str:
-        return f"hive/{self.campaign}/baseline"
+        return experiment_branch(self.campaign, 1, "baseline")
 
     def _git(self, *args: str, cwd: Path | None = None, stdin: str | None = None) -> str:
         proc = run_git(cwd or self.repo_dir, *args, env=GIT_ENV, stdin=stdin)

@@ -20,6 +20,7 @@ from sqlmodel import SQLModel
 from hive.errors import HiveError
 from hive.store import Store, make_engine
 from hive.store.migrate import MIGRATIONS, _config, head
+from hive.views import experiment_data
 from tests.conftest import PLAYBOOKS, ROOT, run_hive
 
 FIXTURE = ROOT / "tests" / "fixtures" / "pre_alembic"
@@ -38,6 +39,13 @@ def unpack(tmp_path: Path) -> Path:
 def rows(db: Path, sql: str) -> list[tuple]:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql).fetchall()
+
+
+def table(db: Path, name: str) -> list[dict]:
+    """Every row of a table as a dict, by id."""
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(f'select * from "{name}" order by id')]
 
 
 def test_one_head_and_it_matches_the_models(db_url):
@@ -79,7 +87,27 @@ def test_values_a_pre_alembic_store_kept_in_columns_are_derived_the_same(db_url,
     store, _ = _open_pre_alembic(db_url, tmp_path)
     camp = store.campaign("quickstart")
     assert rows(old_db, "select objective_metric, direction from campaign") == [(camp.objective_metric, camp.direction)]
+    old = {e["number"]: e for e in table(old_db, "experiment")}
+    shown = {n: experiment_data(store, camp, n) for n in old}
+    assert {n: e["branch"] for n, e in old.items()} == {n: d["branch"] for n, d in shown.items()}
     store.engine.dispose()
+
+
+def test_downgrading_to_the_baseline_gives_back_the_columns_as_they_were(tmp_path):
+    db = unpack(tmp_path) / "hive.db"
+    before = {name: table(db, name) for name in ("campaign", "experiment", "run", "pullrequest", "llmcall")}
+    make_engine(f"sqlite:///{db}").dispose()
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        command.downgrade(_config(conn), "0001")
+        conn.commit()
+    engine.dispose()
+    for name, old in before.items():  # the columns the fixture had (the baseline adds two to run)
+        assert _rounded([{k: row[k] for k in old[0]} for row in table(db, name)]) == _rounded(old), name
+
+
+def _rounded(rows_: list[dict]) -> list[dict]:
+    return [{k: round(v, 9) if isinstance(v, float) else v for k, v in row.items()} for row in rows_]
 
 
 def test_the_objective_moves_into_a_playbook_that_lacks_it(tmp_path):
@@ -200,11 +228,13 @@ def test_processes_opening_a_new_store_at_once_all_succeed(db_url):
 
 def test_processes_opening_a_pre_alembic_store_at_once_keep_its_rows(tmp_path):
     db = unpack(tmp_path) / "hive.db"
-    experiments = rows(db, "select * from experiment order by id")
+    experiments = table(db, "experiment")
     results = _open_at_once(f"sqlite:///{db}", 4)
     assert [r.returncode for r in results] == [0] * 4, [r.stderr[-800:] for r in results]
     assert {r.stdout.strip() for r in results} == {"1"}
-    assert rows(db, "select * from experiment order by id") == experiments
+    after = table(db, "experiment")
+    # every column that is still stored keeps its values (derived ones were dropped)
+    assert [{k: row[k] for k in after[0]} for row in experiments] == after
     assert rows(db, "select version_num from alembic_version") == [(head(),)]
 
 

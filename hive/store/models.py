@@ -63,7 +63,6 @@ class Experiment(SQLModel, table=True):
     diff: str = Field(default="", sa_column=Column(Text))
     commit: str = ""
     parent_commit: str = ""
-    branch: str = ""
     # proposed | coding | running | judging | done
     status: str = "proposed"
     # baseline | keep | discard | crash | timeout | invalid | edit_failed | rejected
