@@ -21,7 +21,6 @@ from hive.errors import BadInput, HiveError
 from hive.export import export
 from hive.playbook import NAME_RE, json_schema, load_playbook
 from hive.store.home import home_dir
-from hive.store.queries import to_dict
 from hive.workspace import Workspace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -231,7 +230,7 @@ def pr_list(campaign: Optional[str] = typer.Argument(None, help="campaign name (
     text = "\n".join([f"{'#':>3}  {'status':<9} {'exp':>5} {'on':>4}  title"] +
                      [f"{p.number:>3}  {p.status:<9} {p.experiment_number:>5} {p.parent_pr or '-':>4}  {p.title}"
                       for p in rows]) if rows else f"campaign {camp.name}: no pull requests" + (f" {status}" if status else "")
-    _emit([{k: v for k, v in to_dict(p).items() if k not in ("body", "diff")} for p in rows], as_json, text)
+    _emit([{k: v for k, v in prs.pr_row(p).items() if k not in ("body", "diff")} for p in rows], as_json, text)
 
 
 @pr_app.command("show")

@@ -234,8 +234,8 @@ def open_pull_request(store: Store, campaign_id: int, exp: Experiment, verdict: 
     gain = f" ({playbook.objective.metric} {verdict.mean:.4g})" if verdict.mean is not None else ""
     title = f"exp-{exp.number}: {_shorten(exp.hypothesis, 70)}{gain}"
     body = render_body(store, exp, verdict, playbook, parent_pr)
-    return store.new_pull_request(campaign_id, experiment_number=exp.number, title=title, body=body, diff=exp.diff,
-                                  commit=exp.commit, parent_pr=parent_pr.number if parent_pr else None)
+    return store.new_pull_request(campaign_id, experiment_number=exp.number, title=title, body=body,
+                                  parent_pr=parent_pr.number if parent_pr else None)
 
 
 # -- reading -------------------------------------------------------------------
@@ -256,9 +256,14 @@ def get_pr(store: Store, campaign_id: int, number: int) -> PullRequest:
     raise BadInput(f"N: no pull request #{number} (valid: {valid})")
 
 
+def pr_row(pr: PullRequest) -> dict[str, Any]:
+    """The pull request's row as JSON-ready data, with the commit and diff of the experiment it keeps."""
+    return {**to_dict(pr), "commit": pr.commit, "diff": pr.diff}
+
+
 def pr_data(store: Store, campaign_id: int, pr: PullRequest) -> dict[str, Any]:
     """A pull request as JSON-ready data, with its experiment's numbers and the PRs it builds on."""
-    data = to_dict(pr)
+    data = pr_row(pr)
     exp = store.experiment(campaign_id, pr.experiment_number)
     if exp is not None:
         runs = store.runs(exp.id)

@@ -90,6 +90,8 @@ def test_values_a_pre_alembic_store_kept_in_columns_are_derived_the_same(db_url,
     old = {e["number"]: e for e in table(old_db, "experiment")}
     shown = {n: experiment_data(store, camp, n) for n in old}
     assert {n: e["branch"] for n, e in old.items()} == {n: d["branch"] for n, d in shown.items()}
+    old_prs = [(p["number"], p["commit"], p["diff"]) for p in table(old_db, "pullrequest")]
+    assert old_prs == [(p.number, p.commit, p.diff) for p in store.pull_requests(camp.id)] and old_prs[0][2]
     store.engine.dispose()
 
 
@@ -108,6 +110,22 @@ def test_downgrading_to_the_baseline_gives_back_the_columns_as_they_were(tmp_pat
 
 def _rounded(rows_: list[dict]) -> list[dict]:
     return [{k: round(v, 9) if isinstance(v, float) else v for k, v in row.items()} for row in rows_]
+
+
+def test_a_pull_requests_own_commit_and_diff_are_kept_where_its_experiment_lacks_or_differs(tmp_path):
+    db = unpack(tmp_path) / "hive.db"
+    (number, diff), = rows(db, "select experiment_number, diff from pullrequest")
+    with sqlite3.connect(db) as conn:
+        conn.execute("update experiment set diff = '' where number = ?", (number,))
+        conn.execute("insert into pullrequest (campaign_id, number, experiment_number, title, body, diff, \"commit\", "
+                     "status, reason, created_at) values (1, 2, 3, 't', 'evidence', '', 'feedbeef', 'open', '', "
+                     "'2026-01-01')")
+    store = Store(make_engine(f"sqlite:///{db}"))
+    first, second = store.pull_requests(1)
+    assert first.diff == diff == store.experiment(1, number).diff
+    assert second.commit == store.experiment(1, 3).commit != "feedbeef"
+    assert second.body.startswith("evidence") and "commit:\nfeedbeef" in second.body
+    store.engine.dispose()
 
 
 def test_the_objective_moves_into_a_playbook_that_lacks_it(tmp_path):

@@ -203,14 +203,14 @@ def test_approve_conflict_changes_nothing(home):
     store, camp = find_campaign(home, "quickstart")
     ws = Workspace(home / "quickstart", "quickstart")
     # a third PR from the baseline that rewrites the same lines as PR #1: it conflicts once PR #1 is accepted
-    exp = store.experiment(camp.id, 2)
-    tree = ws.worktree(2, camp.baseline_commit)
+    exp = store.new_experiment(camp.id, parent_number=1, hypothesis="a rival change", status="done", verdict="keep")
+    tree = ws.worktree(exp.number, camp.baseline_commit)
     train = tree / "train.py"
     train.write_text(train.read_text().replace("LEARNING_RATE = 0.01", "LEARNING_RATE = 0.02"))
     commit = ws.commit(tree, "a rival change")
-    ws.remove_worktree(2)
-    store.update(Experiment, exp.id, commit=commit, verdict="keep")
-    rival = store.new_pull_request(camp.id, experiment_number=2, title="rival", body="", commit=commit)
+    ws.remove_worktree(exp.number)
+    store.update(Experiment, exp.id, commit=commit, parent_commit=camp.baseline_commit)
+    rival = store.new_pull_request(camp.id, experiment_number=exp.number, title="rival", body="")
     prs.approve(store, camp, ws, 1)
     before = ws.rev_parse("hive/quickstart/accepted")
     with pytest.raises(prs.HiveError, match="conflicts with hive/quickstart/accepted in train.py"):

@@ -99,7 +99,7 @@ def make_store(home: Path, name: str = "demo") -> Store:
                       completion_tokens=20, dollars=0.25, ts=T0))
     for number, exp_number, status in ((1, 3, "approved"), (2, 6, "open")):
         store.add(PullRequest(campaign_id=camp.id, number=number, experiment_number=exp_number, status=status,
-                              title=f"exp-{exp_number}: {FINISHED[exp_number - 1][7]}", diff=DIFF,
+                              title=f"exp-{exp_number}: {FINISHED[exp_number - 1][7]}",
                               body=f"## Hypothesis\n\n{FINISHED[exp_number - 1][7]}\n\n## Evidence\n\n"
                                    f"| seed | val_loss |\n|---|---|\n| 1 | {FINISHED[exp_number - 1][2]} |\n",
                               created_at=T0, decided_at=T0 if status != "open" else None))

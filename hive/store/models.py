@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from sqlalchemy import Column, Index, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Relationship, SQLModel
 
 
 def now() -> datetime:
@@ -150,12 +150,25 @@ class PullRequest(SQLModel, table=True):
     parent_pr: Optional[int] = None
     title: str = ""
     body: str = Field(default="", sa_column=Column(Text))
-    diff: str = Field(default="", sa_column=Column(Text))
-    commit: str = ""
     status: str = "open"  # open | approved | rejected
     reason: str = Field(default="", sa_column=Column(Text))
     created_at: datetime = Field(default_factory=now)
     decided_at: Optional[datetime] = None
+    # the kept experiment, read with the row (a join): its commit and diff are the pull request's
+    experiment: Experiment = Relationship(sa_relationship_kwargs={
+        "primaryjoin": "and_(PullRequest.campaign_id == foreign(Experiment.campaign_id), "
+                       "PullRequest.experiment_number == foreign(Experiment.number))",
+        "viewonly": True, "uselist": False, "lazy": "joined"})
+
+    @property
+    def commit(self) -> str:
+        """The kept experiment's commit ("" if its row were gone)."""
+        return self.experiment.commit if self.experiment is not None else ""
+
+    @property
+    def diff(self) -> str:
+        """The kept experiment's diff from its parent, as stored (it needs no git objects)."""
+        return self.experiment.diff if self.experiment is not None else ""
 
 
 class Lesson(SQLModel, table=True):
