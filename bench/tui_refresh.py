@@ -59,8 +59,7 @@ def build_store(home: Path, n: int, in_flight: int = 8) -> Store:
                      "verdict": None if running else verdict, "metric_mean": None if running else value,
                      "metric_std": 0.001, "n_seeds": 3, "created_at": done - timedelta(seconds=60),
                      "started_at": done - timedelta(seconds=50), "finished_at": None if running else done,
-                     "commit": "", "parent_commit": "", "gpu_seconds": 0.0, "cpu_seconds": 0.0,
-                     "tokens": 0, "dollars": 0.0})
+                     "commit": "", "parent_commit": "", "gpu_seconds": 0.0, "cpu_seconds": 0.0})
         for seed in (1, 2, 3):
             runs.append({"experiment_id": number, "seed": seed, "status": "running" if running else "ok",
                          "metrics_json": json.dumps({"val_bpb": value}), "devices": str(seed - 1) if running else "",

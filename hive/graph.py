@@ -322,12 +322,9 @@ class ExperimentFlow:
         if not store.has_lesson(cid, number):
             store.add(Lesson(campaign_id=cid, experiment_number=number, source="critic",
                              text=lesson_for(exp.hypothesis, v, metric)))
-        llm = store.llm_totals(cid, number)
         self._update(number, status="done", verdict=v.verdict, verdict_reason=v.reason, metric_mean=v.mean,
                      metric_std=v.std, p_value=v.p_value, n_seeds=sum(r.status == "ok" for r in runs),
-                     cpu_seconds=wall * res.cpu_threads, gpu_seconds=wall * res.gpus,
-                     tokens=llm["prompt_tokens"] + llm["completion_tokens"], dollars=llm["dollars"],
-                     finished_at=finished)
+                     cpu_seconds=wall * res.cpu_threads, gpu_seconds=wall * res.gpus, finished_at=finished)
         self.ctx.feed("verdict", f"{v.verdict}: {v.reason}", number)
         return {}
 

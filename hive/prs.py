@@ -9,6 +9,7 @@ from hive.errors import BadInput, HiveError
 from hive.objective import Constraint, metric_value
 from hive.playbook import FileBinding, Knob, Playbook
 from hive.invocation import Invocation
+from hive.views import llm_spent
 from hive.store import Campaign, Experiment, Lesson, PullRequest, Store
 from hive.store.models import now
 from hive.store.queries import to_dict
@@ -270,7 +271,7 @@ def pr_data(store: Store, campaign_id: int, pr: PullRequest) -> dict[str, Any]:
         data["experiment"] = {"number": exp.number, "parent_number": exp.parent_number, "hypothesis": exp.hypothesis,
                               "metric_mean": exp.metric_mean, "metric_std": exp.metric_std, "p_value": exp.p_value,
                               "n_seeds": exp.n_seeds, "gpu_seconds": exp.gpu_seconds, "cpu_seconds": exp.cpu_seconds,
-                              "tokens": exp.tokens, "dollars": exp.dollars,
+                              **llm_spent(store, campaign_id, exp.number),
                               "seeds": {str(r.seed): r.metrics for r in runs}}
         data["builds_on"] = [p.number for p in lineage(store, campaign_id, exp)]
     return data

@@ -132,6 +132,12 @@ def leaderboard_text(camp: Campaign, board: dict[str, Any]) -> str:
     return "\n".join(lines + [legend])
 
 
+def llm_spent(store: Store, campaign_id: int, number: int) -> dict[str, Any]:
+    """An experiment's LLM tokens and dollars, summed from its calls."""
+    llm = store.llm_totals(campaign_id, number)
+    return {"tokens": int(llm["prompt_tokens"] + llm["completion_tokens"]), "dollars": llm["dollars"]}
+
+
 def experiment_data(store: Store, camp: Campaign, number: int) -> dict[str, Any]:
     exp = store.experiment(camp.id, number)
     if exp is None:
@@ -140,6 +146,7 @@ def experiment_data(store: Store, camp: Campaign, number: int) -> dict[str, Any]
                        if total else f"EXPERIMENT: campaign {camp.name} has no experiments yet")
     data = to_dict(exp)
     data["branch"] = experiment_branch(camp.name, exp.number, exp.kind) if exp.commit else ""  # none before its commit
+    data.update(llm_spent(store, camp.id, exp.number))
     data["runs"] = [{**to_dict(r), "shell_line": Invocation(r.command, r.env).shell_line() if r.command else ""}
                     for r in store.runs(exp.id)]
     return data

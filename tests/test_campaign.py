@@ -16,6 +16,8 @@ import optuna
 import pytest
 
 from hive.agents.search import study_storage
+from hive.store.home import find_campaign
+from hive.views import experiment_data
 
 from tests.conftest import PLAYBOOKS
 
@@ -151,8 +153,11 @@ def test_llm_campaign_against_the_scripted_server_records_tokens_and_dollars(hiv
     assert all(c[2] > 0 and c[3] > 0 and c[4] > 0 for c in calls if c[5])
     status = json.loads(hive("status", "--json").stdout)
     assert status["experiments"] == 6 and status["llm"]["dollars"] > 0
-    per_exp = rows(db, "select number, tokens, dollars from experiment where number > 1 and status = 'done'")
-    assert per_exp and all(tokens > 0 and dollars > 0 for _, tokens, dollars in per_exp)
+    store, camp = find_campaign(tmp_path / "workspaces", "quickstart")
+    numbers = [n for (n,) in rows(db, "select number from experiment where number > 1 and status = 'done'")]
+    per_exp = [(d["tokens"], d["dollars"]) for d in (experiment_data(store, camp, n) for n in numbers)]
+    assert per_exp and all(tokens > 0 and dollars > 0 for tokens, dollars in per_exp)
+    store.engine.dispose()
     assert {s for (s,) in rows(db, "select status from experiment")} == {"done"}
 
 

@@ -72,9 +72,21 @@ def test_a_pre_alembic_store_upgrades_to_exactly_the_models(db_url, tmp_path):
     engine.dispose()
 
 
+def unpack_with_llm_calls(tmp_path: Path) -> Path:
+    """The pre-Alembic store, as if exp-2 had made two LLM calls (its tokens and dollars as that release summed them)."""
+    db = unpack(tmp_path) / "hive.db"
+    with sqlite3.connect(db) as conn:
+        for role, tokens_in, tokens_out, dollars in (("proposer", 200, 100, 0.0004), ("coder", 50, 25, 0.0001)):
+            conn.execute("insert into llmcall (campaign_id, experiment_number, role, model, prompt_tokens, "
+                         "completion_tokens, dollars, seconds, ok, error, ts) values (1, 2, ?, 'scripted', ?, ?, ?, "
+                         "0.1, 1, '', '2026-01-01')", (role, tokens_in, tokens_out, dollars))
+        conn.execute("update experiment set tokens = 375, dollars = 0.0005 where number = 2")
+    return db
+
+
 def _open_pre_alembic(db_url: str, tmp_path: Path) -> tuple[Store, Path]:
-    """The pre-Alembic fixture store upgraded to head, in SQLite or (when db_url is one) PostgreSQL."""
-    root = unpack(tmp_path)
+    """The pre-Alembic fixture store (with exp-2's LLM calls) upgraded to head, in SQLite or PostgreSQL."""
+    root = unpack_with_llm_calls(tmp_path).parent
     if db_url.startswith("sqlite"):
         db_url = f"sqlite:///{root / 'hive.db'}"
     else:
@@ -83,20 +95,23 @@ def _open_pre_alembic(db_url: str, tmp_path: Path) -> tuple[Store, Path]:
 
 
 def test_values_a_pre_alembic_store_kept_in_columns_are_derived_the_same(db_url, tmp_path):
-    old_db = unpack(tmp_path / "old") / "hive.db"
+    old_db = unpack_with_llm_calls(tmp_path / "old")
     store, _ = _open_pre_alembic(db_url, tmp_path)
     camp = store.campaign("quickstart")
     assert rows(old_db, "select objective_metric, direction from campaign") == [(camp.objective_metric, camp.direction)]
     old = {e["number"]: e for e in table(old_db, "experiment")}
     shown = {n: experiment_data(store, camp, n) for n in old}
     assert {n: e["branch"] for n, e in old.items()} == {n: d["branch"] for n, d in shown.items()}
+    assert {n: (e["tokens"], e["dollars"]) for n, e in old.items() if e["status"] == "done"} == \
+        {n: (d["tokens"], pytest.approx(d["dollars"])) for n, d in shown.items() if d["status"] == "done"}
+    assert shown[2]["tokens"] == 375
     old_prs = [(p["number"], p["commit"], p["diff"]) for p in table(old_db, "pullrequest")]
     assert old_prs == [(p.number, p.commit, p.diff) for p in store.pull_requests(camp.id)] and old_prs[0][2]
     store.engine.dispose()
 
 
 def test_downgrading_to_the_baseline_gives_back_the_columns_as_they_were(tmp_path):
-    db = unpack(tmp_path) / "hive.db"
+    db = unpack_with_llm_calls(tmp_path)
     before = {name: table(db, name) for name in ("campaign", "experiment", "run", "pullrequest", "llmcall")}
     make_engine(f"sqlite:///{db}").dispose()
     engine = sa.create_engine(f"sqlite:///{db}")

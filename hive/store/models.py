@@ -74,8 +74,6 @@ class Experiment(SQLModel, table=True):
     n_seeds: int = 0
     gpu_seconds: float = 0.0
     cpu_seconds: float = 0.0
-    tokens: int = 0
-    dollars: float = 0.0
     created_at: datetime = Field(default_factory=now)
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
@@ -126,6 +124,9 @@ class Event(SQLModel, table=True):
 
 
 class LlmCall(SQLModel, table=True):
+    # an experiment's tokens and dollars are summed from its calls where shown (Store.llm_totals)
+    __table_args__ = (Index("ix_llmcall_experiment", "campaign_id", "experiment_number"),)
+
     id: Optional[int] = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     experiment_number: Optional[int] = None
