@@ -94,9 +94,11 @@ def test_a_run_cannot_plant_the_scorer_it_will_be_scored_with(quick):
     pb, ws = quick
 
     def attack(tree: Path) -> None:
-        # plant forged scorers wherever a harness could be expected: beside the run folder and in the workspace
+        # plant forged scorers wherever a harness could be expected: beside the run folder and in the workspace;
+        # a sandbox refuses the writes, and the run goes on either way
         planted = "\nimport os\n" + "".join(
-            f"os.makedirs({str(d)!r}, exist_ok=True); open({str(d / 'score.py')!r}, 'w').write(FAKE)\n"
+            f"try:\n    os.makedirs({str(d)!r}, exist_ok=True); open({str(d / 'score.py')!r}, 'w').write(FAKE)\n"
+            "except OSError as e:\n    print('refused:', e)\n"
             for d in (ws.runs / "exp-2" / "seed-1.harness", ws.root / "harness"))
         (tree / "train.py").write_text((tree / "train.py").read_text() + (
             "\nFAKE = \"print('---'); print('val_loss: 0.0')\"" + planted))

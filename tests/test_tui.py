@@ -135,7 +135,8 @@ async def test_dashboard_shows_header_leaderboard_in_flight_slots_and_events(hom
         assert "demo" in header and "val_loss" in header and "0.7 (exp-6)" in header and "-0.3 vs baseline" in header
         assert "exp 9/20" in header and "wall 10:00/2h" in header and "$0.25/$5" in header
         board = screen.query_one(Leaderboard)
-        assert [r.number for r in board.rows_shown] == [6, 3, 5, 1, 2, 7]  # crash and in-flight are not ranked
+        # kept ones (the baseline was) before discards; crash and in-flight are not ranked
+        assert [r.number for r in board.rows_shown] == [6, 3, 1, 5, 2, 7]
         assert board.row_count == 6
         assert screen.query_one(InFlightList).numbers() == [8, 9]
         slots = text_of(screen.query_one(SlotPanel))

@@ -19,7 +19,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_llmcall_experiment", "llmcall", ["campaign_id", "experiment_number"])
+    # checkfirst: a store that lost its alembic_version table (recognised by the baseline) may have it already
+    llmcall = sa.Table("llmcall", sa.MetaData(), sa.Column("campaign_id", sa.Integer),
+                       sa.Column("experiment_number", sa.Integer))
+    sa.Index("ix_llmcall_experiment", llmcall.c.campaign_id, llmcall.c.experiment_number).create(
+        op.get_bind(), checkfirst=True)
     with op.batch_alter_table("experiment") as batch:
         batch.drop_column("tokens")
         batch.drop_column("dollars")
