@@ -17,7 +17,7 @@ from hive.agents.knob_coder import KnobCoder
 from hive.agents.search import SearchProposer, baseline_values
 from hive.baseline import run_baseline
 from hive.campaign import CampaignContext, open_campaign, preflight
-from hive.errors import BadInput, BudgetExhausted, HiveError
+from hive.errors import BadInput, BudgetExhausted, HiveError, ModelUnreachable
 from hive.graph import ExperimentFlow, Roles, Stopped
 from hive.playbook import Playbook
 from hive.scheduler import make_scheduler
@@ -97,7 +97,7 @@ async def drive(ctx: CampaignContext) -> str:
         ctx.feed("resume", f"resuming from its last checkpoint ({exp.status})", exp.number)
         tasks[asyncio.create_task(graph.ainvoke(flow.resume(exp)))] = exp.number
     reason = "stopped"
-    internal_errors, budget_spent = 0, False
+    internal_errors, budget_spent, unreachable = 0, False, None
     while True:
         reason = "stopped" if ctx.stop.is_set() else budget_reason(ctx, started)
         if reason:
@@ -112,6 +112,12 @@ async def drive(ctx: CampaignContext) -> str:
             error = _task_error(ctx, task, number)
             budget_spent = budget_spent or error == "budget"
             internal_errors = internal_errors + 1 if error == "internal" else 0
+            if error == "unreachable":
+                unreachable = unreachable or str(task.exception())
+        if unreachable:
+            ctx.stop.set()  # runs in flight stop too (they resume next start): every call would fail the same way
+            reason = "stopped"
+            break
         if budget_spent:
             reason = "budget spent"
             break
@@ -125,6 +131,8 @@ async def drive(ctx: CampaignContext) -> str:
         await asyncio.wait(tasks)
         for task, number in tasks.items():
             _task_error(ctx, task, number)
+    if unreachable:
+        raise ModelUnreachable(unreachable)
     return reason
 
 
@@ -144,12 +152,14 @@ def _task_error(ctx: CampaignContext, task: asyncio.Task, number: int) -> str | 
         return None
     if isinstance(exc, Stopped):
         return "stopped"
-    if isinstance(exc, BudgetExhausted):
+    if isinstance(exc, (BudgetExhausted, ModelUnreachable)):
         exp = ctx.store.experiment(ctx.campaign.id, number)
         if exp is not None and exp.status == "proposed":
             ctx.store.delete_experiment(exp.id)
-        ctx.feed("budget", str(exc))
-        return "budget"
+        unreachable = isinstance(exc, ModelUnreachable)
+        ctx.feed("error" if unreachable else "budget",
+                 "the model cannot be reached: stopping the campaign" if unreachable else str(exc))
+        return "unreachable" if unreachable else "budget"
     # a bug of Hive's: one line in the feed, the traceback in the campaign's error log
     log = ctx.workspace.logs / "internal-errors.log"
     with open(log, "a", encoding="utf-8") as fh:

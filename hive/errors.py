@@ -15,3 +15,7 @@ class EditRejected(HiveError):
 
 class BudgetExhausted(HiveError):
     """The campaign's experiment, time or dollar budget is spent."""
+
+
+class ModelUnreachable(HiveError):
+    """A model cannot answer at all (bad key, no such model, quota spent): the campaign stops, nothing is retried."""

@@ -21,7 +21,7 @@ from langgraph.graph import END, START, StateGraph
 from hive.agents.base import Coder, Outcome, Proposal, Proposer, Verdict
 from hive.agents.context import campaign_view
 from hive.agents.critic import Critic, SeedResult, constraint_excess, lesson_for
-from hive.errors import BudgetExhausted, EditRejected, HiveError
+from hive.errors import BudgetExhausted, EditRejected, HiveError, ModelUnreachable
 from hive.objective import metric_value
 from hive.prs import open_pull_request
 from hive.seeds import describe_outcome, record_seed, seed_stats
@@ -153,7 +153,7 @@ class ExperimentFlow:
         async with self._propose_lock:  # proposals see each other as in flight
             try:
                 proposal: Proposal = await asyncio.to_thread(self.roles.proposer.propose, view, number)
-            except BudgetExhausted:
+            except (BudgetExhausted, ModelUnreachable):  # the campaign stops; this experiment is proposed anew
                 raise
             except HiveError as exc:  # e.g. an LLM that gave no usable, new idea: an outcome, not a crash
                 none = Proposal(hypothesis="(no proposal)", rationale=str(exc))

@@ -14,7 +14,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the
 import jinja2  # noqa: E402
 import litellm  # noqa: E402
 
-from hive.errors import BadInput, BudgetExhausted, HiveError  # noqa: E402
+from hive.errors import BadInput, BudgetExhausted, HiveError, ModelUnreachable  # noqa: E402
 from hive.playbook import Playbook  # noqa: E402
 from hive.scripted import ensure_server  # noqa: E402
 from hive.store import LlmCall, Store  # noqa: E402
@@ -22,6 +22,8 @@ from hive.store import LlmCall, Store  # noqa: E402
 litellm.suppress_debug_info = True
 TRANSIENT = (litellm.RateLimitError, litellm.Timeout, litellm.APIConnectionError,
              litellm.ServiceUnavailableError, litellm.InternalServerError)
+UNREACHABLE_STATUS = (401, 402, 403, 404)  # a bad key, no credit, no access, no such model: no retry can help
+QUOTA_WORDS = ("insufficient_quota", "exceeded your current quota", "credit balance is too low", "billing")
 PROMPTS = Path(__file__).parent / "prompts"
 SCRIPTED_PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
 _registered: set[str] = set()
@@ -37,6 +39,7 @@ class LLM:
     def __init__(self, store: Store, campaign_id: int, playbook: Playbook, max_tries: int = 5, backoff: float = 1.0):
         self.store, self.campaign_id, self.playbook = store, campaign_id, playbook
         self.max_tries, self.backoff = max_tries, backoff
+        self._unreachable: dict[str, str] = {}  # model -> why: other experiments' calls fail at once, unsent
 
     def model_for(self, role: str) -> str | None:
         """The model configured for a role: the playbook's `models.<role>`, else HIVE_MODEL, else None."""
@@ -50,6 +53,8 @@ class LLM:
         model = self.model_for(role)
         if model is None:
             raise BadInput(f"models.{role}: no model configured (set it in the playbook or HIVE_MODEL)")
+        if model in self._unreachable:
+            raise ModelUnreachable(self._unreachable[model])
         kwargs, prices = self._route(model)
         for attempt in range(1, self.max_tries + 1):
             self._check_budget()
@@ -59,6 +64,11 @@ class LLM:
                                               timeout=self.playbook.models.timeout, max_retries=0, **kwargs)
             except Exception as exc:  # noqa: BLE001  (every failure is recorded; only transient ones are retried)
                 self._record(role, model, experiment_number, time.monotonic() - t0, error=f"{type(exc).__name__}: {exc}")
+                status = unreachable_status(exc)
+                if status is not None:
+                    why = self._unreachable[model] = (f"models.{role}: {model} cannot be reached: HTTP {status} "
+                                                      f"({type(exc).__name__}: {_first_line(exc)})")
+                    raise ModelUnreachable(why) from exc
                 if not isinstance(exc, TRANSIENT) or attempt == self.max_tries:
                     raise LlmFailed(f"{role} call to {model} failed after {attempt} tries: {type(exc).__name__}: {exc}") from exc
                 time.sleep(min(60.0, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random()))
@@ -99,6 +109,24 @@ class LLM:
         self.store.add(LlmCall(campaign_id=self.campaign_id, experiment_number=number, role=role, model=model,
                                prompt_tokens=tokens_in, completion_tokens=tokens_out, dollars=dollars,
                                seconds=round(seconds, 3), ok=not error, error=error[:2000]))
+
+
+def unreachable_status(exc: Exception) -> int | None:
+    """The HTTP status of an error that no retry can cure (auth, access, unknown model, spent quota), else None."""
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int):
+        return None
+    if status in UNREACHABLE_STATUS:
+        return status
+    text = str(exc).lower()
+    if status in (400, 429) and any(word in text for word in QUOTA_WORDS):  # a 429 for quota is not a rate limit
+        return status
+    return None
+
+
+def _first_line(exc: Exception, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _register(model: str, prices: dict) -> None:

@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible model on 127.0.0.1: replays a JSON script per role, so campaigns run without an API.
 
 A script is `{"proposer": [...], "coder": [...], "critic": [...]}`. Each entry is a reply string, or an object:
-`{"content": "...", "delay": 2.0}` (answer slowly), `{"status": 429}` (fail with that HTTP status), and any
+`{"content": "...", "delay": 2.0}` (answer slowly), `{"status": 429}` (fail with that HTTP status; `"error": "text"`
+gives the error's message), and any
 entry may carry `"when": "text"`: it is only chosen for a request whose messages contain that text, and such an
 entry is preferred over entries without `when`.
 Entries are used in order, cycling; the role comes from the `X-Hive-Role` header (or a `ROLE: name` first line).
@@ -111,7 +112,8 @@ def _handler(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
                 return
             time.sleep(float(entry.get("delay", 0)))
             if entry.get("status", 200) != 200:
-                self._send(int(entry["status"]), {"error": {"message": f"scripted status {entry['status']}", "type": "scripted"}})
+                message = entry.get("error") or f"scripted status {entry['status']}"
+                self._send(int(entry["status"]), {"error": {"message": message, "type": "scripted"}})
                 return
             content = str(entry.get("content", ""))
             usage = {"prompt_tokens": max(1, len(text) // 4), "completion_tokens": max(1, len(content) // 4)}

@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlmodel import select
 
-from hive.errors import BadInput, BudgetExhausted
+from hive.errors import BadInput, BudgetExhausted, ModelUnreachable
 from hive.llm import LLM, LlmFailed, first_json_object
 from hive.playbook import Playbook, load_playbook
 from hive.scripted import ensure_server, script_path
@@ -134,3 +134,15 @@ def test_slow_replies_time_out_and_are_retried(tmp_path):
                              ["models.timeout=0.5"])
     assert llm.complete("proposer", [{"role": "user", "content": "hi"}]) == "on time"
     assert [(r.ok, "Timeout" in r.error) for r in calls(store)] == [(False, True), (True, False)]
+
+
+@pytest.mark.parametrize("entry, status", [({"status": 401}, 401), ({"status": 403}, 403), ({"status": 404}, 404),
+                                           ({"status": 429, "error": "You exceeded your current quota, please check "
+                                                                     "your plan and billing details."}, 429)])
+def test_a_model_that_cannot_answer_is_unreachable_after_one_call(tmp_path, entry, status):
+    llm, store, _ = make_llm(tmp_path, {"proposer": [entry, "never"]})
+    with pytest.raises(ModelUnreachable) as caught:
+        llm.complete("proposer", [{"role": "user", "content": "hi"}])
+    message = str(caught.value)
+    assert f"HTTP {status}" in message and "models.proposer: scripted:" in message and "\n" not in message
+    assert [r.ok for r in calls(store)] == [False]  # asked once, never retried
