@@ -140,15 +140,24 @@ def test_coder_gives_up_without_touching_files(tmp_path):
 
 # -- reviewer -------------------------------------------------------------------------------------
 
-def test_reviewer_reads_verdicts_and_tolerates_unreadable_replies(tmp_path):
+def test_reviewer_reads_verdicts_and_asks_again_once_for_an_unreadable_reply(tmp_path):
     llm, server = make(tmp_path, {"critic": ['{"ok": false, "reason": "prints val_loss itself"}', "Looks fine to me!",
                                              '```json\n{"ok": true, "reason": "fine"}\n```']})
     reviewer = LlmReviewer(llm)
     assert reviewer.review("+print('val_loss: 0')", RULES, 5) == (False, "prints val_loss itself")
     assert RULES in server.requests[0]["text"] and "+print('val_loss: 0')" in server.requests[0]["text"]
-    assert reviewer.review("+x = 1", RULES, 6) == (True, "review unreadable")
+    assert reviewer.review("+x = 1", RULES, 6) == (True, "fine")  # asked again, with what was wrong
+    assert "'ok' is not true or false" not in server.requests[1]["text"]
+    assert "no complete JSON object" in server.requests[2]["messages"][-1]["content"]
     assert [e.kind for e in llm.store.events(llm.campaign_id)] == ["review_unreadable"]
-    assert reviewer.review("+x = 2", RULES, 7) == (True, "fine")
+
+
+def test_reviewer_fails_closed_after_two_unreadable_replies(tmp_path):
+    llm, server = make(tmp_path, {"critic": ["Looks fine to me!", '{"ok": "yes"}', '{"ok": true, "reason": "fine"}']})
+    ok, reason = LlmReviewer(llm).review("+x = 1", RULES, 6)
+    assert not ok and "unreadable 2 times" in reason and "'ok' is not true or false" in reason
+    assert len(server.requests) == 2  # asked once again, not more
+    assert [e.kind for e in llm.store.events(llm.campaign_id)] == ["review_unreadable", "review_unreadable"]
 
 
 # -- the shipped quickstart script ----------------------------------------------------------------
