@@ -18,6 +18,11 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "Hive", "GIT_AUTHOR_EMAIL": "hive@localhost",
            "GIT_COMMITTER_NAME": "Hive", "GIT_COMMITTER_EMAIL": "hive@localhost"}
 SKIP_DIRS = {".git", "__pycache__", ".venv", "workspaces", ".pytest_cache"}
 HIVE_DIR = ".hive"  # Hive's own bookkeeping (knob values) travels in commits but never in an export
+# Hive's git on the campaign repo never runs a program the repo names: no hooks, no filesystem monitor
+SAFE_GIT = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
+# what of Hive's environment its git on the campaign repo gets (a clone may need the ssh agent and proxies)
+GIT_PASSED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SSH_AUTH_SOCK", "GIT_SSH",
+              "GIT_SSH_COMMAND", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 
 
 class GitFailed(Exception):
@@ -32,6 +37,18 @@ def run_git(cwd: Path, *args: str, env: dict | None = None, stdin: str | None = 
     """One git command in `cwd` with the environment plus `env`; the caller reads its exit code."""
     return subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **(env or {})}, input=stdin,
                           capture_output=True, text=True, check=False)
+
+
+def campaign_git_env() -> dict[str, str]:
+    """The whole environment of Hive's git on the campaign repo: a short allow-list, no secret, Hive's identity."""
+    env = {k: v for k, v in os.environ.items() if k in GIT_PASSED}
+    return {**env, **GIT_ENV, "GIT_TERMINAL_PROMPT": "0"}
+
+
+def run_campaign_git(cwd: Path, *args: str, stdin: str | None = None, text: bool = True) -> subprocess.CompletedProcess:
+    """One git command on the campaign repo: hooks and monitors off, a scrubbed environment."""
+    return subprocess.run(["git", *SAFE_GIT, *args], cwd=cwd, env=campaign_git_env(), input=stdin,
+                          capture_output=True, text=text, check=False)
 
 
 def git_output(cwd: Path, *args: str, env: dict | None = None, stdin: str | None = None) -> str:
@@ -75,7 +92,7 @@ class Workspace:
         return experiment_branch(self.campaign, 1, "baseline")
 
     def _git(self, *args: str, cwd: Path | None = None, stdin: str | None = None) -> str:
-        proc = run_git(cwd or self.repo_dir, *args, env=GIT_ENV, stdin=stdin)
+        proc = run_campaign_git(cwd or self.repo_dir, *args, stdin=stdin)
         if proc.returncode != 0:
             raise GitFailed(args, proc.returncode, proc.stderr, proc.stdout)
         return proc.stdout
@@ -263,8 +280,8 @@ class Workspace:
 
     def merge_tree(self, ours: str, theirs: str) -> tuple[int, str]:
         """`git merge-tree --write-tree`: (0, tree) when the two merge cleanly, (1, tree and conflicted paths) when not."""
-        proc = run_git(self.repo_dir, "merge-tree", "--write-tree", "--name-only", "--no-messages", ours, theirs,
-                       env=GIT_ENV)
+        proc = run_campaign_git(self.repo_dir, "merge-tree", "--write-tree", "--name-only", "--no-messages", ours,
+                                theirs)
         if proc.returncode not in (0, 1):
             raise HiveError(f"git merge-tree failed: {proc.stderr.strip()}")
         return proc.returncode, proc.stdout
@@ -292,8 +309,11 @@ class Workspace:
         return sum(int(line.split()[3]) for line in sizes if line.split()[3].isdigit())
 
     def extract(self, commit: str, dest: Path, paths: list[str] | None = None) -> None:
-        args = ["git", "archive", "--format=tar", commit, *(["--", *paths] if paths else [])]
-        data = subprocess.run(args, cwd=self.repo_dir, capture_output=True, check=True).stdout
+        proc = run_campaign_git(self.repo_dir, "archive", "--format=tar", commit, *(["--", *paths] if paths else []),
+                                text=False)
+        if proc.returncode != 0:
+            raise GitFailed(("archive", commit), proc.returncode, proc.stderr.decode(errors="replace"), "")
+        data = proc.stdout
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(dest, filter="data")
 
