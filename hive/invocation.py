@@ -31,10 +31,15 @@ def knob_arguments(playbook: Playbook, values: dict) -> tuple[list[str], dict[st
             continue
         value = values[knob.name]
         if isinstance(knob.bind, FlagBinding):
-            flags.append(f"{knob.bind.flag} {shlex.quote(str(value))}")
+            flags.append(flag_argument(knob.bind.flag, value, knob.bind.flag_style or playbook.run.flag_style))
         elif isinstance(knob.bind, EnvBinding):
             env[knob.bind.env] = str(value)
     return flags, env
+
+
+def flag_argument(flag: str, value: object, style: str) -> str:
+    """One flag with its value as the shell should see it: `--lr 0.1` (style space) or `--lr=0.1` (equals)."""
+    return f"{flag}={shlex.quote(str(value))}" if style == "equals" else f"{flag} {shlex.quote(str(value))}"
 
 
 def invocation(playbook: Playbook, repo_dir: Path, run_dir: Path, seed: int) -> Invocation:
@@ -45,6 +50,8 @@ def invocation(playbook: Playbook, repo_dir: Path, run_dir: Path, seed: int) -> 
     env.update(knob_env)
     if run.seed_env:
         env[run.seed_env] = str(seed)
+    if run.seed_flag:
+        flags.append(flag_argument(run.seed_flag, seed, run.flag_style))
     command = expand(" ".join([run.command, *flags]), repo_dir, seed)
     return Invocation(command=command, env=env)
 

@@ -6,11 +6,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
-import pytest
 
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hive.agents.base import Proposal
+from hive.agents.knob_coder import KnobCoder
+from hive.agents.search import study_storage
 from hive.campaign import find_campaign
+from hive.errors import EditRejected
+from hive.knobs import KNOBS_FILE
+from hive.playbook import load_playbook
 from tests.conftest import run_hive
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -90,3 +100,83 @@ def test_budget_reached_names_the_last_experiments_and_none_follows(charflags):
     named = {int(n) for n in re.findall(r"exp-(\d+)", events[at].message)}
     later = {e.experiment_number for e in events[at + 1:] if e.kind == "propose"}
     assert later <= named and max(named) == 4
+
+
+@pytest.fixture(scope="module")
+def tinygpt(tmp_path_factory) -> Path:
+    """A finished tinygpt campaign: config-file knobs, `--key=value` flag knobs and seed, a knob constraint."""
+    root = tmp_path_factory.mktemp("tinygpt")
+    before = tree_hash(FIXTURES / "tinygpt")
+    proc = start(root, "tinygpt.yaml")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert tree_hash(FIXTURES / "tinygpt") == before, "the campaign changed the fixture repository"
+    return root
+
+
+def test_key_equals_value_repo_runs_with_its_flag_style_seed_flag_and_integer_knobs(tinygpt):
+    """tinygpt's configurator refuses `--key value` and `--batch_size=8.0`: every seed ran, so every flag went in
+    as `--key=value` with an int for an int knob, the seed by run.seed_flag, and the constraint held."""
+    store, camp = find_campaign(tinygpt / "workspaces", "tinygpt")
+    assert store.experiment(camp.id, 1).n_seeds == 3
+    ran = 0
+    for number in range(2, store.count_experiments(camp.id) + 1):
+        exp = store.experiment(camp.id, number)
+        knobs = exp.proposal["knobs"]
+        for run in store.runs(exp.id):
+            assert run.status == "ok", (run.status, run.error)
+            assert run.command == (f"python train.py config/train_tiny.py --batch_size={knobs['batch_size']} "
+                                   f"--max_iters={knobs['max_iters']} --seed={run.seed}")
+            log = Path(run.log_path).read_text()
+            assert f"overriding batch_size = {knobs['batch_size']}\n" in log and f"overriding seed = {run.seed}" in log
+            assert knobs["batch_size"] * knobs["max_iters"] <= 1200
+            ran += 1
+    assert ran >= 3
+    assert json.loads(hive(tinygpt, "show", "2", "--json").stdout)["runs"][0]["command"].endswith("--seed=1")
+
+
+def test_an_impossible_knob_constraint_refuses_every_proposal_before_it_runs(tmp_path):
+    """No configuration satisfies the constraint: each candidate is refused without a run (the sampler is told
+    it failed), the baseline (which sets no flag knob) still runs, and the campaign ends normally."""
+    proc = start(tmp_path, "tinygpt.yaml", "--max-experiments", "3", "-c", "run.seeds=[1]",
+                 "-c", "objective.confirm_seeds=1", "-c", 'knob_constraints=["batch_size > 40"]')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    store, camp = find_campaign(tmp_path / "workspaces", "tinygpt")
+    for number in (2, 3):
+        exp = store.experiment(camp.id, number)
+        assert exp.verdict == "edit_failed", (exp.verdict, exp.verdict_reason)
+        assert "knob constraint 'batch_size > 40' fails for batch_size=" in exp.verdict_reason
+        assert list(store.runs(exp.id)) == []
+    study = optuna.load_study(study_name="tinygpt",
+                              storage=study_storage(tmp_path / "workspaces" / "tinygpt" / "optuna.journal"))
+    assert len(study.get_trials(states=(TrialState.FAIL,))) >= 2  # the sampler was told each refusal failed
+
+
+def test_knob_values_are_checked_whole_before_anything_is_written(tmp_path):
+    """An int knob takes 8.0 as 8 and refuses 8.5; a value out of range is refused; nothing is written then."""
+    pb = load_playbook(FIXTURES / "tinygpt.yaml")
+    shutil.copytree(FIXTURES / "tinygpt", tmp_path / "tree")
+    tree = tmp_path / "tree"
+    coder = KnobCoder(pb)
+    assert coder.code(Proposal("h", "r", knobs={"batch_size": 8.0, "max_iters": 40}), tree) == "batch_size=8, max_iters=40"
+    assert json.loads((tree / KNOBS_FILE).read_text()) == {"batch_size": 8, "max_iters": 40}
+    for bad, why in (({"batch_size": 8.5}, "batch_size=8.5 is not an integer"),
+                     ({"max_iters": 200}, "max_iters=200 is outside [20, 80]"),
+                     ({"batch_size": 32}, "knob constraint 'batch_size * max_iters <= 1200' fails for batch_size=32, "
+                                          "max_iters=40")):
+        with pytest.raises(EditRejected, match=re.escape(why)):
+            coder.code(Proposal("h", "r", knobs=bad), tree)
+    # the refused proposals left the earlier values (and the one proposal's partial knobs keep the others)
+    coder.code(Proposal("h", "r", knobs={"batch_size": 4}), tree)
+    assert json.loads((tree / KNOBS_FILE).read_text()) == {"batch_size": 4, "max_iters": 40}
+
+
+@pytest.mark.parametrize("override, named", [
+    ('knob_constraints=["batch_size % heads == 0"]', "'heads' is not a knob"),
+    ('knob_constraints=["__import__(1) == 0"]', "Call is not allowed"),
+    ('knob_constraints=["batch_size"]', "compares nothing"),
+    ("run.flag_style=colon", "run.flag_style"),
+    ("run.seed_flag=seed", "run.seed_flag"),
+])
+def test_bad_knob_binding_fields_are_one_line_and_exit_2(tmp_path, override, named):
+    proc = run_hive("playbook", "validate", str(FIXTURES / "tinygpt.yaml"), "-c", override, cwd=tmp_path)
+    assert proc.returncode == 2 and named in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

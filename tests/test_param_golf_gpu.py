@@ -8,6 +8,7 @@ import pytest
 
 from hive.objective import check_constraints, read_metrics
 from hive.playbook import load_playbook
+from hive.playbook.constraints import check_configuration
 from tests.conftest import PLAYBOOKS
 
 LOGS = Path(__file__).parent / "fixtures" / "param_golf_logs"
@@ -57,3 +58,15 @@ def test_over_budget_logs_break_the_constraints(playbook):
     slow = text.replace("train_time: 596137ms", "train_time: 612000ms").replace("15989499 bytes", "16000001 bytes")
     broken = check_constraints(playbook.objective, metrics(playbook, "record.log", slow))
     assert len(broken) == 2 and any("artifact_bytes" in b for b in broken) and any("train_ms" in b for b in broken)
+
+
+def test_configurations_that_would_crash_train_gpt_are_refused_before_they_run(playbook):
+    """NUM_KV_HEADS must divide NUM_HEADS, and MLP_MULT goes through int(): neither reaches a run."""
+    good = {"NUM_HEADS": 8, "NUM_KV_HEADS": 4, "MODEL_DIM": 512, "MLP_MULT": 2.0}
+    values, problems = check_configuration(playbook.knobs, playbook.knob_constraints, good)
+    assert problems == [] and values["MLP_MULT"] == 2 and isinstance(values["MLP_MULT"], int)
+    _, problems = check_configuration(playbook.knobs, playbook.knob_constraints, {**good, "NUM_HEADS": 4,
+                                                                                  "NUM_KV_HEADS": 8})
+    assert problems == ["knob constraint 'NUM_HEADS % NUM_KV_HEADS == 0' fails for NUM_HEADS=4, NUM_KV_HEADS=8"]
+    _, problems = check_configuration(playbook.knobs, playbook.knob_constraints, {**good, "MLP_MULT": 2.5})
+    assert problems == ["MLP_MULT=2.5 is not an integer (an int knob)"]

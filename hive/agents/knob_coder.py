@@ -8,8 +8,9 @@ from typing import Any
 
 from hive.agents.base import CampaignView, Proposal
 from hive.errors import EditRejected
-from hive.knobs import KNOBS_FILE, format_value, rewrite_assignment
+from hive.knobs import KNOBS_FILE, format_value, read_value, rewrite_assignment, runtime_knobs
 from hive.playbook import FileBinding, Playbook
+from hive.playbook.constraints import check_configuration
 
 
 class KnobCoder:
@@ -25,9 +26,16 @@ class KnobCoder:
         unknown = sorted(set(proposal.knobs) - set(knobs))
         if unknown:
             raise EditRejected(f"unknown knob(s): {', '.join(unknown)}")
-        runtime: dict[str, Any] = {}
+        # the whole configuration (the parent's values, the proposal's over them) must be valid before anything runs
+        values, problems = check_configuration(self.playbook.knobs, self.playbook.knob_constraints,
+                                               {**current_values(self.playbook, tree), **proposal.knobs},
+                                               set(proposal.knobs))
+        if problems:
+            raise EditRejected("refused before running: " + "; ".join(problems))
+        runtime = {k: v for k, v in runtime_knobs(tree).items() if k in knobs}
         changed = []
-        for name, value in proposal.knobs.items():
+        for name in proposal.knobs:
+            value = values[name]
             bind = knobs[name].bind
             if isinstance(bind, FileBinding):
                 path = tree / bind.file
@@ -42,5 +50,20 @@ class KnobCoder:
         if runtime:
             knob_file.parent.mkdir(exist_ok=True)
             knob_file.write_text(json.dumps(runtime, indent=1, sort_keys=True) + "\n")
-            changed += [f"{k}={format_value(v)}" for k, v in sorted(runtime.items())]
+            changed += [f"{k}={format_value(v)}" for k, v in sorted(runtime.items()) if k in proposal.knobs]
         return ", ".join(changed) or "no change"
+
+
+def current_values(playbook: Playbook, tree: Path) -> dict[str, Any]:
+    """The knob values a tree holds: literals of file-bound knobs, and the flag/env knobs its knob file records."""
+    values: dict[str, Any] = {}
+    runtime = runtime_knobs(tree)
+    for knob in playbook.knobs:
+        if isinstance(knob.bind, FileBinding):
+            path = tree / knob.bind.file
+            value = read_value(path.read_text(encoding="utf-8"), knob.bind.assign) if path.is_file() else None
+        else:
+            value = runtime.get(knob.name)
+        if value is not None:
+            values[knob.name] = value
+    return values

@@ -25,8 +25,9 @@ from optuna.trial import TrialState
 
 from hive.agents.base import CampaignView, Outcome, Proposal
 from hive.errors import BudgetExhausted
-from hive.knobs import format_value, read_value, runtime_knobs
-from hive.playbook import FileBinding, Knob, Playbook
+from hive.agents.knob_coder import current_values
+from hive.knobs import format_value
+from hive.playbook import Knob, Playbook
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FAILED_VERDICTS = ("crash", "timeout", "edit_failed", "rejected", "no_proposal")
@@ -49,17 +50,9 @@ def distribution(knob: Knob):
 
 def baseline_values(playbook: Playbook, source: Path) -> dict[str, Any]:
     """The knob values the source starts with, where they are literals inside the search space."""
-    values: dict[str, Any] = {}
-    runtime = runtime_knobs(source)
-    for knob in playbook.knobs:
-        if isinstance(knob.bind, FileBinding):
-            path = source / knob.bind.file
-            value = read_value(path.read_text(encoding="utf-8"), knob.bind.assign) if path.is_file() else None
-        else:
-            value = runtime.get(knob.name)
-        if value is not None and _contains(distribution(knob), value):
-            values[knob.name] = value
-    return values
+    current = current_values(playbook, source)
+    return {k.name: current[k.name] for k in playbook.knobs
+            if k.name in current and _contains(distribution(k), current[k.name])}
 
 
 def _contains(dist, value: Any) -> bool:  # noqa: ANN001
@@ -286,7 +279,8 @@ class SearchProposer:
         if knob.type == "categorical":
             return self.rng.choice(knob.choices)
         if knob.type == "int":
-            return self.rng.randint(int(knob.low), int(knob.high))
+            step = 1 if knob.log else int(knob.step or 1)  # on the knob's grid, as its distribution is
+            return int(knob.low) + step * self.rng.randint(0, (int(knob.high) - int(knob.low)) // step)
         if knob.log:
             return math.exp(self.rng.uniform(math.log(knob.low), math.log(knob.high)))
         return self.rng.uniform(knob.low, knob.high)

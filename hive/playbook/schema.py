@@ -9,7 +9,12 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hive.playbook.constraints import parse_constraint
+
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+FLAG_RE = r"^-{1,2}[A-Za-z0-9][A-Za-z0-9_.-]*$"
+FlagStyle = Literal["space", "equals"]
+FLAG_STYLE_HELP = "how a flag carries its value: 'space' (--lr 0.1) or 'equals' (--lr=0.1)"
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE_]+)\s*$")
 
 
@@ -47,12 +52,16 @@ class Resources(Strict):
 
 
 class RunSpec(Strict):
-    command: str = Field(..., min_length=1, description="shell command run in a fresh folder with the experiment's "
-                                                         "files; {repo} is the campaign repo (shared data)")
+    command: str = Field(..., min_length=1, description="command run by /bin/sh -c in a fresh folder with the experiment's "
+                                                         "files; {repo} is the campaign repo (shared data), {seed} the "
+                                                         "seed; knob flags and seed_flag are appended")
     timeout: float = Field(600, gt=0, description="wall-clock limit in seconds; the process group is killed after it")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for the run")
     pass_env: list[str] = Field(default_factory=list, description="host variables passed through the scrubbed environment")
     seed_env: str | None = Field("SEED", description="environment variable that carries the seed (null: none)")
+    seed_flag: str | None = Field(None, pattern=FLAG_RE, description="flag appended to the command with the seed, "
+                                                                    "e.g. --seed (written in flag_style)")
+    flag_style: FlagStyle = Field("space", description=FLAG_STYLE_HELP + "; a knob's bind.flag_style overrides it")
     seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1,
                              description="seeds in the order runs use them")
     resources: Resources = Field(default_factory=Resources)
@@ -112,7 +121,8 @@ class FileBinding(Strict):
 
 
 class FlagBinding(Strict):
-    flag: str = Field(..., pattern=r"^-{1,2}[A-Za-z0-9][A-Za-z0-9_.-]*$", description="command-line flag appended to the run command")
+    flag: str = Field(..., pattern=FLAG_RE, description="command-line flag appended to the run command")
+    flag_style: FlagStyle | None = Field(None, description=FLAG_STYLE_HELP + " (default: run.flag_style)")
 
 
 class EnvBinding(Strict):
@@ -225,6 +235,8 @@ class Playbook(Strict):
     strategist: Literal["optuna", "llm", "random", "greedy"] = "optuna"
     strategist_seed: int | None = Field(None, description="seed of the knob sampler, for reproducible proposals")
     knobs: list[Knob] = Field(default_factory=list)
+    knob_constraints: list[str] = Field(default_factory=list, description="expressions over knob names every "
+                                        "configuration must satisfy before it runs, e.g. 'NUM_HEADS % NUM_KV_HEADS == 0'")
     models: Models = Field(default_factory=Models)
     budget: Budget = Field(default_factory=Budget)
     executor: Executor = Field(default_factory=LocalExecutor)
@@ -248,6 +260,8 @@ class Playbook(Strict):
         if self.objective.confirm_seeds > len(self.run.seeds):
             raise ValueError(f"objective.confirm_seeds ({self.objective.confirm_seeds}) needs at least that many "
                              f"run.seeds (has {len(self.run.seeds)})")
+        for text in self.knob_constraints:
+            parse_constraint(text, set(names))
         if "{harness}" in self.run.command:
             raise ValueError("run.command: {harness} is only for score.command (the run never sees the scorer)")
         return self
