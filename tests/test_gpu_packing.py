@@ -115,6 +115,23 @@ def test_a_run_asking_more_memory_than_is_free_waits_until_it_is():
     asyncio.run(main())
 
 
+def test_a_run_asking_more_than_our_shares_leave_free_waits_for_one_of_them_to_end():
+    scheduler = Scheduler(SimulatedInventory(1, memory_mb=H100_80GB_MB), poll_interval=0.01)
+
+    async def main() -> None:
+        four = [await scheduler.acquire(f"r{i}", gpu_memory_mb=GB16) for i in range(4)]
+        assert scheduler.snapshot()["devices"][0]["headroom_mb"] == H100_80GB_MB - 4 * GB16  # 16023 MB left
+        big = asyncio.create_task(scheduler.acquire("big", gpu_memory_mb=20000))
+        await asyncio.sleep(0.1)  # ten polls: still no room for 20000 MB
+        assert not big.done() and [w["holder"] for w in scheduler.snapshot()["waiting"]] == ["big"]
+        scheduler.release(four[0])
+        lease = await asyncio.wait_for(big, 1)
+        assert lease.devices == [0] and lease.gpu_memory_mb == 20000
+        assert scheduler.snapshot()["devices"][0]["reserved_mb"] == 3 * GB16 + 20000 <= H100_80GB_MB
+
+    asyncio.run(main())
+
+
 def test_max_runs_per_gpu_caps_a_device_with_memory_to_spare():
     scheduler = Scheduler(SimulatedInventory(2), max_runs_per_gpu=3)
     leases = [scheduler.try_acquire(f"r{i}", gpu_memory_mb=1000) for i in range(7)]
