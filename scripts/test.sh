@@ -9,7 +9,9 @@ if [ -x scripts/services.sh ] && [ -z "${HIVE_TEST_PG_URL:-}${DOCKER_HOST:-}${SL
   eval "$(bash scripts/services.sh env 2>/dev/null || true)"
 fi
 set +e
-.venv/bin/python -m pytest -ra "$@"
+# two workers by default (most tests wait on one-thread subprocesses: git, hive, training);
+# HIVE_TEST_WORKERS=0 runs everything in one process, and a -n in the arguments wins
+.venv/bin/python -m pytest -ra --durations=15 -n "${HIVE_TEST_WORKERS:-2}" "$@"
 code=$?
 set -e
 # pytest's 5 means "no tests collected": a filter that matched nothing is not a failure
