@@ -19,7 +19,8 @@ from hive.playbook import Playbook
 from hive.runner import Runner
 from hive.scheduler import check_resources
 from hive.store import Campaign, Store
-from hive.store.home import find_campaign, open_store
+from hive.store.engine import make_engine
+from hive.store.home import RESTART_HINT, find_campaign, open_store
 from hive.store.models import now
 from hive.workspace import Workspace
 
@@ -38,6 +39,7 @@ def preflight(playbook: Playbook, here: bool = True) -> None:
 
 
 SETUP_DONE = ".setup-done"  # written once the playbook's setup command has succeeded
+RESTARTED = ".restarted"  # under the home: where `hive start --restart` moves a campaign's old folder
 
 
 class CampaignLock:
@@ -152,7 +154,8 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
     lock = CampaignLock(root / "campaign.lock")
     lock.acquire()
     try:
-        store = open_store(home, name)
+        workspace = Workspace(root, name)
+        store = open_checked_store(home, workspace, name)
         campaign, created = store.ensure_campaign(name, playbook_path=str(playbook.path or ""),
                                                   playbook_json=playbook.model_dump_json())
         # the playbook stored by the last start, before this one replaces it below
@@ -161,7 +164,6 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
             raise BadInput(f"campaign {name!r} {stored[0]}s {stored[1]}, but this playbook would "
                            f"{playbook.objective.direction} {playbook.objective.metric}: its results would be judged "
                            f"the wrong way; start another campaign with --campaign NEW")
-        workspace = Workspace(root, name)
         baseline = workspace.create(playbook)
         if playbook.setup and not (root / SETUP_DONE).exists():
             _run_setup(playbook, workspace, echo)
@@ -185,6 +187,70 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
     except BaseException:
         lock.release()
         raise
+
+
+def open_checked_store(home: Path, workspace: Workspace, name: str) -> Store:
+    """The campaign's store, refused when it and the repo disagree (one deleted, emptied or replaced).
+
+    Never starts a campaign over silently: BadInput naming what is wrong and the way out.
+    """
+    db = workspace.root / "hive.db"
+    has_repo = workspace.exists()
+    if not os.environ.get("HIVE_DB_URL") and not db.exists() and has_repo:
+        raise BadInput(f"{db}: the campaign's store is missing, but {workspace.repo_dir} holds its branches; "
+                       f"restore it, or {RESTART_HINT}")
+    store = open_store(home, name)
+    try:
+        _check_state(store, workspace, name, has_repo)
+    except BadInput:
+        store.engine.dispose()
+        raise
+    return store
+
+
+def _check_state(store: Store, workspace: Workspace, name: str, has_repo: bool) -> None:
+    camp = store.campaign(name)
+    experiments = store.count_experiments(camp.id) if camp is not None else 0
+    if camp is None and has_repo:
+        where = "the store (HIVE_DB_URL)" if os.environ.get("HIVE_DB_URL") else str(workspace.root / "hive.db")
+        raise BadInput(f"{where}: holds no campaign {name!r}, but {workspace.repo_dir} holds its branches (the store "
+                       f"was deleted, emptied or replaced); restore it, or {RESTART_HINT}")
+    if experiments and not has_repo:
+        raise BadInput(f"{workspace.repo_dir}: the campaign repo is missing (or lost its baseline branch), but the "
+                       f"store holds {experiments} experiment(s) of {name!r}; restore it, or {RESTART_HINT}")
+
+
+def restart_campaign(home: Path, name: str) -> str | None:
+    """Move a campaign's folder aside (and rename its rows in a shared store) so it starts over; say what moved where.
+
+    Nothing is deleted: the old folder goes to `<home>/.restarted/<name>-<UTC time>/`, a HIVE_DB_URL store's
+    campaign is renamed `<name>.restarted-<UTC time>`. Returns None when there was nothing to move.
+    """
+    root = home / name
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    said = []
+    if root.exists():
+        lock = CampaignLock(root / "campaign.lock")
+        lock.acquire()  # refuses while the campaign is running
+        try:
+            if (root / "logs").is_dir():
+                reap_orphans(root / "logs")
+            aside = home / RESTARTED / f"{name}-{stamp}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            root.rename(aside)
+        finally:
+            lock.release()
+        said.append(f"moved {root} to {aside}")
+    if os.environ.get("HIVE_DB_URL"):
+        store = Store(make_engine(os.environ["HIVE_DB_URL"]))
+        try:
+            camp = store.campaign(name)
+            if camp is not None:
+                store.update(Campaign, camp.id, name=f"{name}.restarted-{stamp}")
+                said.append(f"renamed campaign {name!r} in the store to {name}.restarted-{stamp!s}")
+        finally:
+            store.engine.dispose()
+    return "; ".join(said) or None
 
 
 def _run_setup(playbook: Playbook, workspace: Workspace, echo: Callable[[str], None] | None) -> None:

@@ -16,7 +16,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import typer
 
 from hive import __version__, prs, views
-from hive.campaign import preflight, stop_campaign
+from hive.campaign import preflight, restart_campaign, stop_campaign
 from hive.errors import BadInput, HiveError
 from hive.export import export
 from hive.playbook import NAME_RE, json_schema, load_playbook
@@ -87,6 +87,8 @@ def start(playbook: Path = typer.Argument(..., help="playbook YAML, e.g. playboo
           headless: bool = typer.Option(False, "--headless", help="print one line per event instead of the TUI"),
           simulate_gpus: Optional[int] = typer.Option(None, "--simulate-gpus", min=1,
                                                       help="schedule on N simulated GPUs (tests, demos, benchmarks)"),
+          restart: bool = typer.Option(False, "--restart", help="start the campaign over: its old folder is moved to "
+                                       "<workspaces>/.restarted/<name>-<time>/ (nothing is deleted)"),
           config: Optional[list[str]] = OverrideOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Run a campaign (creates it, or resumes it where it stopped)."""
     overrides = list(config or [])
@@ -98,6 +100,10 @@ def start(playbook: Path = typer.Argument(..., help="playbook YAML, e.g. playboo
     home = home_dir(workspaces)
     if campaign is not None and not _valid_name(campaign):
         raise BadInput(f"--campaign: {campaign!r} is not a valid name (letters, digits, . _ -)")
+    if restart:
+        moved = restart_campaign(home, campaign or pb.name)
+        print(f"restart: {moved}" if moved else f"restart: no campaign {campaign or pb.name!r} to move aside",
+              file=sys.stderr)
     if headless or not sys.stdout.isatty():
         from hive.driver import start as start_campaign  # seconds to import (langgraph, optuna, scipy)
 

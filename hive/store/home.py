@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sqlalchemy.exc import DatabaseError
+
 from hive.errors import BadInput
 from hive.store.engine import database_url, make_engine
 from hive.store.models import Campaign
@@ -16,9 +18,22 @@ def home_dir(workspaces: str | Path | None = None) -> Path:
     return Path(workspaces or os.environ.get("HIVE_HOME") or "workspaces").resolve()
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+RESTART_HINT = "`hive start --restart` moves the campaign folder aside and starts over"
+
+
 def open_store(home: Path, campaign: str) -> Store:
-    """The store that holds a campaign (its SQLite file, or HIVE_DB_URL)."""
-    return Store(make_engine(database_url(home / campaign)))
+    """The store that holds a campaign (its SQLite file, or HIVE_DB_URL); BadInput when its file is unreadable."""
+    db = home / campaign / "hive.db"
+    if not os.environ.get("HIVE_DB_URL") and db.is_file() and db.stat().st_size > 0:
+        with open(db, "rb") as fh:
+            if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise BadInput(f"{db}: not a SQLite database (the campaign's store is damaged); {RESTART_HINT}")
+    try:
+        return Store(make_engine(database_url(home / campaign)))
+    except DatabaseError as exc:  # a damaged page past a good header
+        raise BadInput(f"{db}: the campaign's store cannot be read ({str(exc.orig).splitlines()[0]}); "
+                       f"{RESTART_HINT}") from None
 
 
 def find_campaign(home: Path, name: str | None) -> tuple[Store, Campaign]:

@@ -1,0 +1,138 @@
+"""A campaign's state never resets silently: a lost, emptied or damaged store or repo is refused; --restart moves it aside."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hive.cli import main
+from tests.conftest import run_hive
+
+TRAIN = "import os\nX = 0.5\nprint('---')\nprint(f\"val_loss: {(X - 0.3) ** 2 + int(os.environ['SEED']) * 1e-3}\")\n"
+PLAYBOOK = """\
+name: tiny
+source: src
+editable: [train.py]
+run: {command: python train.py, timeout: 30, seeds: [1, 2]}
+objective: {metric: val_loss, confirm_seeds: 1, alpha: 0.5}
+knobs: [{name: X, type: float, low: 0, high: 1, bind: {file: train.py, assign: X}}]
+budget: {max_experiments: 2}
+"""
+
+
+def write_tiny(folder: Path, playbook: str = PLAYBOOK, train: str = TRAIN) -> Path:
+    """A seconds-long campaign: a source folder and its playbook (tiny.yaml)."""
+    (folder / "src").mkdir(parents=True, exist_ok=True)
+    (folder / "src" / "train.py").write_text(train)
+    (folder / "tiny.yaml").write_text(playbook)
+    return folder / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A folder with the tiny playbook and its finished two-experiment campaign (copied by each test)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    write_tiny(folder)
+    result = run_hive("start", "tiny.yaml", "--headless", cwd=folder)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder
+
+
+@pytest.fixture
+def campaign(finished, tmp_path) -> Path:
+    """A private copy of the finished campaign; returns the campaign folder (workspaces/tiny)."""
+    shutil.copytree(finished, tmp_path, dirs_exist_ok=True, symlinks=True)
+    return tmp_path / "workspaces" / "tiny"
+
+
+def branches(repo: Path) -> str:
+    return subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)"], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def start(folder: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_hive("start", "tiny.yaml", "--headless", *args, cwd=folder, env=env)
+
+
+def start_here(folder: Path, capsys, *args: str) -> subprocess.CompletedProcess:
+    """`hive start` in this process (the real CLI's main, without paying its imports again): exit code and output."""
+    capsys.readouterr()
+    code = main(["start", str(folder / "tiny.yaml"), "--headless", "--workspaces", str(folder / "workspaces"), *args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess([], code, out.out, out.err)
+
+
+def refused(result: subprocess.CompletedProcess, *names: str) -> str:
+    """Assert a one-line refusal with exit 2 that names each of `names` and the way out."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "internal error" not in lines[0] and "created" not in result.stderr
+    for name in names + ("hive start --restart",):
+        assert name in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "delete"])
+def test_a_lost_store_is_refused_and_the_branches_stay(campaign, damage, capsys):
+    repo, db = campaign / "repo", campaign / "hive.db"
+    before = branches(repo)
+    assert "exp-2" in before
+    for extra in campaign.glob("hive.db-*"):
+        extra.unlink()
+    if damage == "truncate":
+        db.write_bytes(b"")
+    elif damage == "garbage":
+        db.write_bytes(b"not a database at all\n" * 100)
+    else:
+        db.unlink()
+    refused(start_here(campaign.parents[1], capsys), str(db))
+    refused(start_here(campaign.parents[1], capsys), str(db))  # a second try is refused just the same
+    assert branches(repo) == before
+    assert not (campaign / "logs" / "exp-3").exists()
+    if damage == "delete":
+        assert not db.exists()  # the refusal made no new store
+    if damage == "garbage":
+        assert main(["status", "tiny", "--workspaces", str(campaign.parent)]) == 2
+        assert str(db) in capsys.readouterr().err
+
+
+def test_a_lost_repo_is_refused_not_rebuilt(campaign, capsys):
+    shutil.rmtree(campaign / "repo")
+    refused(start_here(campaign.parents[1], capsys), str(campaign / "repo"), "2 experiment(s)")
+    assert not (campaign / "repo").exists()
+
+
+def test_restart_moves_the_old_campaign_aside_and_starts_over(campaign):
+    folder = campaign.parents[1]
+    campaign.joinpath("hive.db").write_bytes(b"")
+    old_branches = branches(campaign / "repo")
+    result = start(folder, "--restart", "--max-experiments", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    [aside] = (folder / "workspaces" / ".restarted").iterdir()
+    assert aside.name.startswith("tiny-")
+    assert f"restart: moved {campaign} to {aside}" in result.stderr
+    assert branches(aside / "repo") == old_branches  # the old campaign is kept whole
+    assert "created tiny" in result.stderr and "experiments: 1 " in result.stdout
+    assert "exp-2" not in branches(campaign / "repo")
+    # the moved-aside folder is not a campaign of its own
+    assert run_hive("status", "--json", cwd=folder).returncode == 0
+
+
+def test_restart_renames_the_campaign_in_a_shared_store(finished, tmp_path, capsys, monkeypatch):
+    shutil.copy(finished / "tiny.yaml", tmp_path)
+    shutil.copytree(finished / "src", tmp_path / "src")
+    monkeypatch.setenv("HIVE_DB_URL", f"sqlite:///{tmp_path / 'shared.db'}")
+    assert start_here(tmp_path, capsys, "--max-experiments", "1").returncode == 0
+    shutil.rmtree(tmp_path / "workspaces" / "tiny" / "repo")
+    refused(start_here(tmp_path, capsys), "repo", "1 experiment(s)")
+    result = start_here(tmp_path, capsys, "--restart", "--max-experiments", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "renamed campaign 'tiny' in the store to tiny.restarted-" in result.stderr
+    with sqlite3.connect(tmp_path / "shared.db") as conn:
+        names = [r[0] for r in conn.execute("select name from campaign order by id")]
+    assert names[0].startswith("tiny.restarted-") and names[1] == "tiny"
