@@ -149,7 +149,7 @@ class ExperimentFlow:
     # -- nodes -----------------------------------------------------------------
     async def propose(self, state: ExperimentState) -> dict:
         number = state["number"]
-        view = campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb)
+        view = campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb, self.ctx.workspace)
         async with self._propose_lock:  # proposals see each other as in flight
             try:
                 proposal: Proposal = await asyncio.to_thread(self.roles.proposer.propose, view, number)
@@ -175,7 +175,7 @@ class ExperimentFlow:
         proposal = Proposal.from_dict(state["proposal"])
         base = state["parent_commit"]
         tree = ws.worktree(number, base)
-        view = campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb)
+        view = campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb, self.ctx.workspace)
         try:
             summary = await asyncio.to_thread(self.roles.coder.code, proposal, tree, view, number)
         except EditRejected as exc:

@@ -45,6 +45,20 @@ class ExperimentBrief:
     knobs: dict[str, Any] = field(default_factory=dict)
     diff: str = ""
     parent: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # mean over its successful seeds, every key scored
+    headroom: list[str] = field(default_factory=list)  # each constraint: "artifact_bytes 959,123 of 1,000,000"
+    crash_tail: str = ""  # the last lines of a failed seed's log (traceback), for a crash nobody repaired
+
+
+@dataclass
+class FileOutline:
+    """An editable file as the proposer sees it without reading it: size and top-level names."""
+
+    path: str
+    bytes: int
+    lines: int
+    names: list[str]
+    more_names: int = 0
 
 
 @dataclass
@@ -66,6 +80,7 @@ class CampaignView:
     in_flight: list[ExperimentBrief]
     lessons: list[str]
     since_best: int = 0  # experiments finished since the best was kept (the local search widens with it)
+    outline: list[FileOutline] = field(default_factory=list)  # the editable files at the best commit
 
 
 @dataclass
