@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from hive.executors.local import reap_orphans
 from hive.playbook import Playbook
 from hive.runner import Runner
 from hive.scheduler import check_resources
-from hive.store import Campaign, Store
+from hive.store import Campaign, Experiment, Store
 from hive.store.engine import make_engine
 from hive.store.home import RESTART_HINT, find_campaign, open_store
 from hive.store.models import now
@@ -164,6 +165,7 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
             raise BadInput(f"campaign {name!r} {stored[0]}s {stored[1]}, but this playbook would "
                            f"{playbook.objective.direction} {playbook.objective.metric}: its results would be judged "
                            f"the wrong way; start another campaign with --campaign NEW")
+        retried = None if created else _retry_failed_baseline(store, campaign, playbook, root)
         baseline = workspace.create(playbook)
         if playbook.setup and not (root / SETUP_DONE).exists():
             _run_setup(playbook, workspace, echo)
@@ -181,12 +183,34 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
         ctx = CampaignContext(playbook, home, name, store, campaign, workspace, runner, feed, lock, created=created)
         if orphans:
             feed("campaign", f"killed {orphans} run(s) left running by a previous Hive process")
+        if retried:
+            feed("campaign", retried, 1)
         feed("campaign", f"{'created' if created else 'resumed'} {name} (objective: {playbook.objective.direction} "
                          f"{playbook.objective.metric}, workspace {root})")
         return ctx
     except BaseException:
         lock.release()
         raise
+
+
+RETRY_FIELDS = ("run", "score", "setup")  # a failed baseline is run again when one of these changed
+
+
+def _retry_failed_baseline(store: Store, campaign: Campaign, playbook: Playbook, root: Path) -> str | None:
+    """Set a failed baseline to run again when the playbook's run, score or setup changed; say why, else None."""
+    baseline = store.experiment(campaign.id, 1)
+    if baseline is None or baseline.verdict != "crash":
+        return None
+    new = json.loads(playbook.model_dump_json())
+    changed = [key for key in RETRY_FIELDS if campaign.playbook.get(key) != new.get(key)]
+    if not changed:
+        return None
+    if "setup" in changed:
+        (root / SETUP_DONE).unlink(missing_ok=True)
+    store.delete_runs(baseline.id)
+    store.update(Experiment, baseline.id, status="running", verdict=None, verdict_reason="", n_seeds=0,
+                 metric_mean=None, metric_std=None, finished_at=None)
+    return f"retrying the failed baseline: the playbook's {' and '.join(changed)} changed"
 
 
 def open_checked_store(home: Path, workspace: Workspace, name: str) -> Store:

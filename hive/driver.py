@@ -87,7 +87,9 @@ async def drive(ctx: CampaignContext) -> str:
     if ctx.stop.is_set():
         return "stopped"
     if baseline.verdict == "crash":
-        raise HiveError(f"the baseline failed: {baseline.verdict_reason} (see `hive show 1 --log`)")
+        raise HiveError(f"the baseline failed: {baseline.verdict_reason} (see `hive show 1 --log`); `hive start` "
+                        f"runs it again once the playbook's run, score or setup changes, or `hive start --restart` "
+                        f"starts the campaign over")
     graph = flow.build()
     tasks: dict[asyncio.Task, int] = {}
     live = [e for e in store.experiments(cid, statuses=IN_FLIGHT) if e.kind != "baseline"]

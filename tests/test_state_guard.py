@@ -1,4 +1,4 @@
-"""A campaign's state never resets silently: a lost, emptied or damaged store or repo is refused; --restart moves it aside."""
+"""A campaign's state never resets silently (a lost store or repo is refused; --restart moves it aside), nor sticks."""
 
 from __future__ import annotations
 
@@ -136,3 +136,21 @@ def test_restart_renames_the_campaign_in_a_shared_store(finished, tmp_path, caps
     with sqlite3.connect(tmp_path / "shared.db") as conn:
         names = [r[0] for r in conn.execute("select name from campaign order by id")]
     assert names[0].startswith("tiny.restarted-") and names[1] == "tiny"
+
+
+def test_a_failed_baseline_runs_again_once_the_run_command_is_fixed(tmp_path, capsys):
+    write_tiny(tmp_path, PLAYBOOK.replace("python train.py", "python trian.py"))
+    first = start_here(tmp_path, capsys)
+    assert first.returncode == 1 and "the baseline failed" in first.stderr, first.stderr[-2000:]
+    again = start_here(tmp_path, capsys)  # nothing changed: the same failure, and how to retry
+    assert again.returncode == 1
+    assert "runs it again once the playbook's run, score or setup changes" in again.stderr.strip().splitlines()[-1]
+    assert "retrying" not in again.stderr
+    write_tiny(tmp_path)
+    fixed = start_here(tmp_path, capsys, "--max-experiments", "1")
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert "retrying the failed baseline: the playbook's run changed" in fixed.stderr
+    with sqlite3.connect(tmp_path / "workspaces" / "tiny" / "hive.db") as conn:
+        verdict, seeds = conn.execute("select verdict, n_seeds from experiment where number = 1").fetchone()
+        statuses = [r[0] for r in conn.execute("select status from run")]
+    assert (verdict, seeds, statuses) == ("baseline", 1, ["ok"])
