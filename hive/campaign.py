@@ -23,7 +23,7 @@ from hive.store import Campaign, Experiment, Store
 from hive.store.engine import make_engine
 from hive.store.home import RESTART_HINT, find_campaign, open_store
 from hive.store.models import now
-from hive.workspace import Workspace
+from hive.workspace import Workspace, content_hash
 
 def preflight(playbook: Playbook, here: bool = True) -> None:
     """Refuse, before anything is created, a playbook that cannot run here (BadInput naming the field).
@@ -174,13 +174,19 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
         # writes a killed run made into the checkout are undone before anything runs again
         workspace.restore_repo()
         orphans += reap_leftovers(playbook.executor, name, workspace.logs)
-        campaign = store.update(Campaign, campaign.id, baseline_commit=baseline, status="running",
+        moved, harness = _check_harness(campaign, workspace, playbook, baseline)
+        campaign = store.update(Campaign, campaign.id, baseline_commit=campaign.baseline_commit or baseline,
+                                harness_sha256=harness, status="running",
                                 playbook_json=playbook.model_dump_json(), started_at=campaign.started_at or now(),
                                 updated_at=now())
         feed = Feed(store, campaign.id, echo)
         runner = Runner(playbook, workspace, make_executor(playbook.executor, campaign=name,
-                                                            gpus=playbook.run.resources.gpus))
+                                                            gpus=playbook.run.resources.gpus),
+                        harness_sha256=campaign.harness_sha256, baseline=campaign.baseline_commit)
         ctx = CampaignContext(playbook, home, name, store, campaign, workspace, runner, feed, lock, created=created)
+        if moved:
+            feed("tampering", f"the baseline branch had been moved to {moved[:12]}; moved back to the recorded "
+                              f"{campaign.baseline_commit[:12]}")
         if orphans:
             feed("campaign", f"killed {orphans} run(s) left running by a previous Hive process")
         if retried:
@@ -275,6 +281,24 @@ def restart_campaign(home: Path, name: str) -> str | None:
         finally:
             store.engine.dispose()
     return "; ".join(said) or None
+
+
+def _check_harness(campaign: Campaign, workspace: Workspace, playbook: Playbook, baseline: str) -> tuple[str | None, str]:
+    """Put the baseline branch back where the store recorded it; the harness snapshot's hash, checked or first taken.
+
+    A campaign made before snapshots existed gets one now, from its stored baseline commit (named by its hash).
+    """
+    recorded = campaign.baseline_commit or baseline
+    moved = workspace.baseline_moved(recorded)
+    if campaign.harness_sha256 and workspace.harness_dir.is_dir():
+        if content_hash(workspace.harness_dir) == campaign.harness_sha256:
+            return moved, campaign.harness_sha256
+    digest = workspace.snapshot_harness(playbook, recorded)
+    if campaign.harness_sha256 and digest != campaign.harness_sha256:
+        raise HiveError(f"the harness of campaign {campaign.name} (the protected files at the baseline commit "
+                        f"{recorded[:12]}) no longer matches the hash recorded at its creation: its repo was changed; "
+                        f"start a new campaign with --campaign NEW")
+    return moved, digest
 
 
 def _run_setup(playbook: Playbook, workspace: Workspace, echo: Callable[[str], None] | None) -> None:

@@ -14,7 +14,7 @@ from hive.logs import append_log, cap_log, log_tail
 from hive.objective import read_metrics
 from hive.playbook import Playbook
 from hive.progress import ProgressWatch
-from hive.workspace import Workspace
+from hive.workspace import HarnessChanged, Workspace, content_hash
 
 PARSE_TAIL_BYTES = 2 * 2**20  # metrics are read from the end of a log; a huge log is not read whole
 FOLLOW_SECONDS = 0.25  # how often a followed log is read for new progress lines
@@ -72,10 +72,14 @@ def follow(executor: Executor, request: RunRequest, cancel: threading.Event | No
 class Runner:
     """Runs seeds for a campaign through one executor."""
 
-    def __init__(self, playbook: Playbook, workspace: Workspace, executor: Executor):
+    def __init__(self, playbook: Playbook, workspace: Workspace, executor: Executor, harness_sha256: str = "",
+                 baseline: str = ""):
+        """`harness_sha256` and `baseline` are what the store recorded at creation (default: what is there now)."""
         self.playbook = playbook
         self.workspace = workspace
         self.executor = executor
+        self.baseline = baseline or workspace.baseline_commit()
+        self.harness_sha256 = harness_sha256 or content_hash(workspace.harness_dir)
         # which runs are executing, and whether each overlapped another: a write into the campaign repo
         # can be blamed on a run only when it ran alone
         self._active: dict[int, bool] = {}
@@ -99,6 +103,9 @@ class Runner:
     def _foreign_writes(self, alone: bool, log_path: Path) -> str | None:
         """Undo writes into the campaign repo; a reason to reject the run when it alone can have made them."""
         foreign = self.workspace.repo_changes()
+        moved = self.workspace.baseline_moved(self.baseline)
+        if moved:  # moved back at once; the scorer never reads it (fresh_harness), and new experiments must not either
+            foreign.insert(0, f"the baseline branch (moved to {moved[:12]})")
         if not foreign:
             return None
         self.workspace.restore_repo()
@@ -174,10 +181,16 @@ class Runner:
         pb = self.playbook
         score_log = log_path.with_name(f"seed-{seed}.score.log")
         score_log.write_text("")
-        # the scorer runs from protected files copied out of git now, after the run has ended
-        # (at a path no run can know in advance)
+        # the scorer runs from a copy of the harness snapshot made now, after the run has ended, checked against
+        # the hash recorded at creation (at a path no run can know in advance)
         harness = Path(tempfile.mkdtemp(prefix=f"seed-{seed}.harness-", dir=run_dir.parent))
-        self.workspace.fresh_harness(harness, pb)
+        try:
+            self.workspace.fresh_harness(harness, self.harness_sha256)
+        except HarnessChanged as exc:
+            # made again from the baseline commit (named by its hash); it is checked again before the next scoring
+            self.workspace.snapshot_harness(pb, self.baseline)
+            append_log(log_path, f"\n[hive] {exc}; not scored, snapshot made again from the baseline commit\n")
+            return SeedOutcome("tampered", {}, result, log_path, str(exc))
         repo = self.workspace.repo_dir
         command = expand(pb.score.command, repo, seed, harness=harness)
         # the scorer reads the run's output files but must not be fooled by a metrics.json the run wrote

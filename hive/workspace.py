@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -140,6 +141,7 @@ class Workspace:
         self._git("branch", "-f", self.best_branch, head, cwd=staging)
         self._git("branch", "-f", self.baseline_branch, head, cwd=staging)
         staging.rename(self.repo_dir)
+        self.snapshot_harness(playbook, head)
         return head
 
     def baseline_commit(self) -> str:
@@ -320,16 +322,69 @@ class Workspace:
     def protected_files(self, commit: str, playbook: Playbook) -> list[str]:
         return [f for f in self.tracked_files(commit) if matches_any(f, playbook.protected)]
 
-    def fresh_harness(self, dest: Path, playbook: Playbook) -> Path:
-        """A new copy of the protected files at the baseline commit, made after the run it scores has ended.
+    @property
+    def harness_dir(self) -> Path:
+        """The harness snapshot: the protected files at the baseline commit, copied once at campaign creation."""
+        return self.root / "harness"
 
-        No run ever sees the folder its scorer runs from, so nothing a run does can change how it is scored.
+    def snapshot_harness(self, playbook: Playbook, commit: str) -> str:
+        """(Re)make the harness snapshot from the protected files at `commit`; return its content hash."""
+        staging = self.root / "harness.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        files = self.protected_files(commit, playbook)
+        if files:
+            self.extract(commit, staging, files)
+        shutil.rmtree(self.harness_dir, ignore_errors=True)
+        staging.rename(self.harness_dir)
+        return content_hash(self.harness_dir)
+
+    def fresh_harness(self, dest: Path, expected: str) -> Path:
+        """A new copy of the harness snapshot at `dest`, made after the run it scores has ended, checked by hash.
+
+        The copy itself is hashed (what the scorer will run is what was checked); HarnessChanged when it differs
+        from `expected`, the hash recorded at campaign creation. No git ref is read, so a moved ref changes nothing.
         """
         if dest.exists():
             shutil.rmtree(dest)
-        dest.mkdir(parents=True)
-        baseline = self.baseline_commit()
-        files = self.protected_files(baseline, playbook)
-        if files:
-            self.extract(baseline, dest, files)
+        shutil.copytree(self.harness_dir, dest, symlinks=True)
+        got = content_hash(dest)
+        if got != expected:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise HarnessChanged(f"the harness snapshot {self.harness_dir} does not match the hash recorded at "
+                                 f"campaign creation (sha256 {got[:12]}, recorded {expected[:12]})")
         return dest
+
+    def baseline_moved(self, expected: str) -> str | None:
+        """Where the baseline branch points when it is not at `expected` (it is moved back); None when it is."""
+        try:
+            now = self.baseline_commit()
+        except GitFailed:
+            now = "(missing)"
+        if now == expected:
+            return None
+        self._git("update-ref", f"refs/heads/{self.baseline_branch}", expected)
+        return now
+
+
+class HarnessChanged(HiveError):
+    """The harness snapshot differs from the hash recorded when the campaign was created."""
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 of a folder's names, kinds and bytes (a link counts as its target's name, never followed)."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in sorted(filenames + [d for d in dirnames if (base / d).is_symlink()]):
+            path = base / name
+            rel = path.relative_to(folder).as_posix()
+            if path.is_symlink():
+                digest.update(f"L {rel} {os.readlink(path)}\0".encode())
+            else:
+                data = path.read_bytes()
+                digest.update(f"F {rel} {len(data)}\0".encode() + data)
+        for name in dirnames:
+            digest.update(f"D {(base / name).relative_to(folder).as_posix()}\0".encode())
+    return digest.hexdigest()

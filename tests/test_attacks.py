@@ -6,14 +6,16 @@ Each test names what the README's "What a run can and cannot do" claims for that
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from hive.campaign import open_campaign
 from hive.executors import LocalExecutor
 from hive.playbook import load_playbook
 from hive.runner import Runner
-from hive.workspace import Workspace
+from hive.workspace import Workspace, content_hash
 from tests.conftest import PLAYBOOKS
 
 
@@ -66,3 +68,84 @@ def test_a_hook_a_run_plants_in_the_campaign_repo_never_runs(quick, sandbox_mode
     ws.advance_best(new, "keep exp-3")
     ws.remove_worktree(3)
     assert not ran.exists(), f"a planted hook ran: {ran.read_text()}"
+
+
+FORGE_BASELINE = '''
+import subprocess
+def git(*args, stdin=None):
+    return subprocess.run(["git", *args], cwd="../../../repo", input=stdin, capture_output=True, text=True).stdout.strip()
+try:
+    blob = git("hash-object", "-w", "--stdin", stdin="print('---'); print('val_loss: 0.000009')\\n")
+    tree = git("mktree", stdin=f"100644 blob {blob}\\tscore.py\\n")
+    forged = git("commit-tree", tree, "-m", "forged", stdin="")
+    moved = subprocess.run(["git", "update-ref", "refs/heads/hive/quickstart/baseline", forged], cwd="../../../repo",
+                           capture_output=True, text=True)
+    print("moved" if moved.returncode == 0 and forged else "refused:", moved.stderr.strip())
+except OSError as exc:
+    print("refused:", exc)
+'''
+
+
+def test_a_run_that_moves_the_baseline_ref_to_a_forged_scorer_changes_no_score(quick, sandbox_mode):
+    pb, ws = quick
+    baseline = ws.baseline_commit()
+    runner = Runner(pb, ws, LocalExecutor(sandbox=sandbox_mode))
+    outcome = runner.run_seed(2, 1, attack_commit(ws, 2, FORGE_BASELINE))
+    log = outcome.log_path.read_text()
+    if sandbox_mode == "bwrap":  # the repo is not there to write to
+        assert "moved" not in log.replace("moved to", "") and outcome.status == "ok"
+        assert outcome.metrics["val_loss"] > 0.1
+    else:  # the ref moved; Hive saw it, moved it back and did not score the run
+        assert "\nmoved" in log
+        assert outcome.status == "tampered" and "baseline branch (moved to" in outcome.error
+    assert ws.baseline_commit() == baseline
+    # every later seed is scored by the real scorer
+    clean = runner.run_seed(3, 1, attack_commit(ws, 3, "pass"))
+    assert clean.status == "ok" and clean.metrics["val_loss"] > 0.1
+
+
+PLANT_SNAPSHOT = '''
+try:
+    open("../../../harness/score.py", "w").write("print('---'); print('val_loss: 0.000009')\\n")
+    print("planted")
+except OSError as exc:
+    print("refused:", exc)
+'''
+
+
+def test_a_run_that_rewrites_the_harness_snapshot_is_never_scored_by_it(quick, sandbox_mode):
+    pb, ws = quick
+    runner = Runner(pb, ws, LocalExecutor(sandbox=sandbox_mode))
+    outcome = runner.run_seed(2, 1, attack_commit(ws, 2, PLANT_SNAPSHOT))
+    if sandbox_mode == "bwrap":  # the campaign folder is not there
+        assert "refused:" in outcome.log_path.read_text() and outcome.status == "ok"
+        assert outcome.metrics["val_loss"] > 0.1
+    else:  # written; the copy fails its hash check, so the seed is not scored and the snapshot is made again
+        assert outcome.status == "tampered" and "does not match the hash" in outcome.error
+    assert "held-out" in (ws.harness_dir / "score.py").read_text()
+    clean = runner.run_seed(3, 1, attack_commit(ws, 3, "pass"))
+    assert clean.status == "ok" and clean.metrics["val_loss"] > 0.1
+
+
+def test_a_baseline_ref_moved_between_starts_is_moved_back_and_reported(quick, tmp_path):
+    pb, _ = quick
+    home = tmp_path / "workspaces"
+    ctx = open_campaign(pb, home)
+    recorded = ctx.campaign.baseline_commit
+    ctx.close()
+    repo = home / "quickstart" / "repo"
+
+    def git(*args: str, stdin: str | None = None) -> str:
+        return subprocess.run(["git", *args], cwd=repo, input=stdin, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    tree = git("mktree", stdin=f"100644 blob {git('hash-object', '-w', '--stdin', stdin='forged')}\tscore.py\n")
+    git("update-ref", "refs/heads/hive/quickstart/baseline", git("commit-tree", tree, "-m", "forged"))
+    ctx = open_campaign(pb, home)
+    try:
+        events = [e.message for e in ctx.store.events(ctx.campaign.id)]
+        assert any("the baseline branch had been moved" in m for m in events), events
+        assert git("rev-parse", "hive/quickstart/baseline") == recorded == ctx.runner.baseline
+        assert ctx.campaign.harness_sha256 == content_hash(home / "quickstart" / "harness")
+    finally:
+        ctx.close()
+

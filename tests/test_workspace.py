@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hive.playbook import load_playbook
-from hive.workspace import Workspace
+from hive.workspace import HarnessChanged, Workspace, content_hash
 from tests.conftest import PLAYBOOKS
 
 
@@ -138,9 +138,16 @@ def test_fresh_harness_holds_only_the_pristine_protected_files(ws, quick):
     tree = ws.worktree(2, ws.baseline_commit())
     (tree / "train.py").write_text("print('changed')\n")
     ws.commit(tree, "exp-2")
-    harness = ws.fresh_harness(ws.runs / "h", quick)
+    recorded = content_hash(ws.harness_dir)
+    harness = ws.fresh_harness(ws.runs / "h", recorded)
     (harness / "score.py").write_text("tampered")
     (harness / "extra").write_text("x")
-    again = ws.fresh_harness(ws.runs / "h", quick)
+    again = ws.fresh_harness(ws.runs / "h", recorded)
     assert sorted(p.name for p in again.iterdir()) == ["score.py"]
     assert "held-out" in (again / "score.py").read_text()
+    # the snapshot itself changed (or a link put in it): no copy is made from it
+    (ws.harness_dir / "score.py").write_text("print('---'); print('val_loss: 0')")
+    with pytest.raises(HarnessChanged, match="does not match the hash recorded"):
+        ws.fresh_harness(ws.runs / "h", recorded)
+    assert not (ws.runs / "h").exists()
+    assert ws.snapshot_harness(quick, ws.baseline_commit()) == recorded

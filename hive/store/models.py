@@ -21,6 +21,7 @@ class Campaign(SQLModel, table=True):
     playbook_json: str = Field(default="{}", sa_column=Column(Text))
     status: str = "created"  # created | running | stopped | finished
     baseline_commit: str = ""
+    harness_sha256: str = ""  # content hash of the harness snapshot taken at creation (checked at every scoring)
     created_at: datetime = Field(default_factory=now)
     started_at: Optional[datetime] = None
     updated_at: datetime = Field(default_factory=now)
