@@ -17,6 +17,7 @@ from hive.errors import BadInput, HiveError
 from hive.executors import make_executor, reap_leftovers
 from hive.executors.local import reap_orphans
 from hive.playbook import Playbook
+from hive.playbook.changes import playbook_changes
 from hive.runner import Runner
 from hive.scheduler import check_resources
 from hive.store import Campaign, Experiment, Store
@@ -148,8 +149,12 @@ class CampaignContext:
 
 
 def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
-                  echo: Callable[[str], None] | None = None) -> CampaignContext:
-    """Create or resume a campaign: lock, store row, repo with baseline commit, pristine harness."""
+                  echo: Callable[[str], None] | None = None, accept_changes: bool = False) -> CampaignContext:
+    """Create or resume a campaign: lock, store row, repo with baseline commit, pristine harness.
+
+    Resuming with a playbook that changed how runs measure is refused unless `accept_changes` (or nothing was
+    measured yet); other changes pass with a line each.
+    """
     name = name or playbook.name
     root = home / name
     lock = CampaignLock(root / "campaign.lock")
@@ -165,6 +170,8 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
             raise BadInput(f"campaign {name!r} {stored[0]}s {stored[1]}, but this playbook would "
                            f"{playbook.objective.direction} {playbook.objective.metric}: its results would be judged "
                            f"the wrong way; start another campaign with --campaign NEW")
+        if not created:
+            _check_changes(store, campaign, playbook, accept_changes, echo)
         retried = None if created else _retry_failed_baseline(store, campaign, playbook, root)
         baseline = workspace.create(playbook)
         if playbook.setup and not (root / SETUP_DONE).exists():
@@ -299,6 +306,33 @@ def _check_harness(campaign: Campaign, workspace: Workspace, playbook: Playbook,
                         f"{recorded[:12]}) no longer matches the hash recorded at its creation: its repo was changed; "
                         f"start a new campaign with --campaign NEW")
     return moved, digest
+
+
+def _check_changes(store: Store, campaign: Campaign, playbook: Playbook, accept: bool,
+                   echo: Callable[[str], None] | None) -> None:
+    """Say what changed since the campaign's last start; refuse a change to what runs measure, unless accepted."""
+    try:
+        stored = Playbook.model_validate_json(campaign.playbook_json).model_dump(mode="json")
+    except ValueError:
+        stored = None  # a playbook stored by an older Hive that this schema no longer reads: nothing to compare
+    if stored is None:
+        return
+    changes = playbook_changes(stored, playbook.model_dump(mode="json"))
+    affecting = [c for c in changes if c.affects_runs]
+    measured = store.count_runs(campaign.id, status="ok")
+    if affecting and measured and not accept:
+        raise BadInput(f"campaign {campaign.name!r} was measured with another playbook ({measured} run(s)); this one "
+                       f"changes what runs measure: {'; '.join(c.text() for c in affecting)}. Pass --accept-changes "
+                       f"to go on with it anyway, or start another campaign with --campaign NEW")
+    for change in changes:
+        if not change.affects_runs:
+            why = "does not change what runs measure"
+        else:
+            why = "accepted with --accept-changes" if measured else "accepted: nothing was measured yet"
+        line = f"playbook changed: {change.text()} ({why})"
+        store.event(campaign.id, "campaign", line)
+        if echo:
+            echo(line)
 
 
 def _run_setup(playbook: Playbook, workspace: Workspace, echo: Callable[[str], None] | None) -> None:

@@ -89,6 +89,8 @@ def start(playbook: Path = typer.Argument(..., help="playbook YAML, e.g. playboo
                                                       help="schedule on N simulated GPUs (tests, demos, benchmarks)"),
           restart: bool = typer.Option(False, "--restart", help="start the campaign over: its old folder is moved to "
                                        "<workspaces>/.restarted/<name>-<time>/ (nothing is deleted)"),
+          accept_changes: bool = typer.Option(False, "--accept-changes",
+                                              help="resume even though the playbook changed what runs measure"),
           config: Optional[list[str]] = OverrideOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Run a campaign (creates it, or resumes it where it stopped)."""
     overrides = list(config or [])
@@ -107,11 +109,11 @@ def start(playbook: Path = typer.Argument(..., help="playbook YAML, e.g. playboo
     if headless or not sys.stdout.isatty():
         from hive.driver import start as start_campaign  # seconds to import (langgraph, optuna, scipy)
 
-        name = start_campaign(pb, home, campaign, echo=_echo_stderr).name
+        name = start_campaign(pb, home, campaign, echo=_echo_stderr, accept_changes=accept_changes).name
     else:
         from tui.app import run_campaign  # textual costs a second: only the commands that draw pay it
 
-        name = run_campaign(pb, home, campaign)
+        name = run_campaign(pb, home, campaign, accept_changes)
     print(views.status_text(*views.load(home, name)))
 
 

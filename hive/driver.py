@@ -176,14 +176,14 @@ def _task_error(ctx: CampaignContext, task: asyncio.Task, number: int) -> str | 
 
 def start(playbook: Playbook, home: Path, name: str | None = None,
           echo: Callable[[str], None] | None = print, stop: threading.Event | None = None,
-          on_open: Callable[[CampaignContext], None] | None = None) -> CampaignContext:
+          on_open: Callable[[CampaignContext], None] | None = None, accept_changes: bool = False) -> CampaignContext:
     """Run a campaign to its budget: the baseline first, then experiments in every free slot; resumable anywhere.
 
     `stop` lets a caller in another thread (the TUI) ask for the same clean stop as Ctrl-C; `on_open` hands
     it the open campaign (for the scheduler's live snapshot).
     """
     preflight(playbook)
-    ctx = open_campaign(playbook, home, name, echo)
+    ctx = open_campaign(playbook, home, name, echo, accept_changes)
     if stop is not None:
         ctx.stop = stop
     if on_open is not None:

@@ -119,3 +119,30 @@ def test_a_failed_setup_is_retried_and_its_outputs_are_not_taken_for_tampering(h
     shown = json.loads(hive("show", "1", "--json").stdout)
     assert {r["status"] for r in shown["runs"]} == {"ok"}
     assert (tmp_path / "workspaces" / "quickstart" / "repo" / "cache" / "shared.txt").read_text() == "data\n"
+
+
+def test_resuming_with_a_changed_run_command_is_refused_unless_accepted_and_cosmetic_changes_pass(baseline_only):
+    """A run-affecting change (the command) is refused, naming it, with nothing changed; a description or rules
+    change passes with a line; --accept-changes goes on with the new command and says so."""
+    root, first = baseline_only
+    assert first.returncode == 0
+    base = ["start", QUICK, "--headless", "--max-experiments", "1"]
+    refused = run_hive(*base, "-c", "run.command=python train.py --fast", "-c", "rules=be brief", cwd=root)
+    assert refused.returncode == 2, refused.stderr
+    line = refused.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert "run.command: 'python train.py' -> 'python train.py --fast'" in line and "--accept-changes" in line
+    assert "rules" not in line  # only what changes the measurements is named
+    stored = json.loads(run_hive("status", "--json", cwd=root).stdout)
+    cosmetic = run_hive(*base, "-c", "rules=be brief", "-c", "description=another", cwd=root)
+    assert cosmetic.returncode == 0, cosmetic.stderr
+    assert "playbook changed: rules: 'Improve held-out loss." in cosmetic.stderr
+    assert "-> 'be brief' (does not change what runs measure)" in cosmetic.stderr
+    assert json.loads(run_hive("status", "--json", cwd=root).stdout)["experiments"] == stored["experiments"]
+    accepted = run_hive(*base, "-c", "run.seeds=[6,5,4,3,2,1]", "--accept-changes", cwd=root)
+    assert accepted.returncode == 0, accepted.stderr
+    assert ("playbook changed: run.seeds: [1, 2, 3, 4, 5, 6] -> [6, 5, 4, 3, 2, 1] (accepted with --accept-changes)"
+            in accepted.stderr)
+    # the accepted playbook is the stored one from here on: the same start again changes nothing
+    again = run_hive(*base, "-c", "run.seeds=[6,5,4,3,2,1]", cwd=root)
+    assert again.returncode == 0 and "playbook changed" not in again.stderr, again.stderr

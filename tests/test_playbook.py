@@ -136,3 +136,16 @@ def test_globs():
 def test_top_level_assignments_ignore_nested():
     names = top_level_assignments("A = 1\nB: int = 2\ndef f():\n    C = 3\nif True:\n    D = 4\nE, F = 1, 2\n")
     assert set(names) == {"A", "B"}
+
+
+def test_playbook_changes_say_which_fields_change_what_runs_measure():
+    from hive.playbook.changes import playbook_changes
+
+    old = {"description": "a", "budget": {"max_experiments": 5}, "run": {"command": "python t.py", "timeout": 60,
+           "seeds": [1, 2]}, "knobs": [{"name": "LR"}], "objective": {"alpha": 0.01}, "rules": ""}
+    new = {"description": "b", "budget": {"max_experiments": 9}, "run": {"command": "python t.py --x", "timeout": 90,
+           "seeds": [1, 2, 3]}, "knobs": [{"name": "LR"}, {"name": "WD"}], "objective": {"alpha": 0.05}, "rules": "x"}
+    changes = {c.path: c.affects_runs for c in playbook_changes(old, new)}
+    assert changes == {"description": False, "budget.max_experiments": False, "run.command": True,
+                       "run.timeout": False, "run.seeds": True, "knobs": True, "objective.alpha": True, "rules": False}
+    assert playbook_changes(old, old) == []

@@ -86,12 +86,12 @@ class HiveApp(App):
         self.call_from_thread(self.exit)
 
 
-def run_campaign(playbook, home: Path, name: str | None = None) -> str:
+def run_campaign(playbook, home: Path, name: str | None = None, accept_changes: bool = False) -> str:
     """`hive start` on a terminal: the campaign runs in a thread under the TUI; returns the campaign's name.
 
     Quitting the TUI stops the campaign cleanly and waits for it; an engine error is raised again here.
     """
-    engine = EngineThread(playbook, home, name).start()
+    engine = EngineThread(playbook, home, name, accept_changes).start()
     try:
         HiveApp(home, engine.name, engine=engine).run()
     finally:

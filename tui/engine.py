@@ -11,8 +11,8 @@ from hive.playbook import Playbook
 class EngineThread:
     """Runs a campaign in a background thread; `stop()` asks it to finish cleanly (runs cancelled, records kept)."""
 
-    def __init__(self, playbook: Playbook, home: Path, name: str | None = None):
-        self.playbook, self.home = playbook, home
+    def __init__(self, playbook: Playbook, home: Path, name: str | None = None, accept_changes: bool = False):
+        self.playbook, self.home, self.accept_changes = playbook, home, accept_changes
         self.name = name or playbook.name
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
@@ -28,7 +28,7 @@ class EngineThread:
 
         try:
             start(self.playbook, self.home, self.name, echo=None, stop=self.stop_event,
-                  on_open=lambda ctx: setattr(self, "context", ctx))
+                  on_open=lambda ctx: setattr(self, "context", ctx), accept_changes=self.accept_changes)
         except BaseException as exc:  # noqa: BLE001  (reported by the TUI and re-raised by the CLI after it closes)
             self.error = exc
 

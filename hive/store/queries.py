@@ -123,6 +123,13 @@ class Store:
                 q = q.where(Experiment.kind == kind)
             return s.exec(q).one()
 
+    def count_runs(self, campaign_id: int, status: str) -> int:
+        """How many runs of the campaign's experiments have this status."""
+        with self.session() as s:
+            q = (select(func.count()).select_from(Run).join(Experiment, col(Run.experiment_id) == Experiment.id)
+                 .where(Experiment.campaign_id == campaign_id, Run.status == status))
+            return s.exec(q).one()
+
     def count_finished_since(self, campaign_id: int, when: datetime | None) -> int:
         """How many candidate experiments finished after `when` (all of them when None)."""
         with self.session() as s:
