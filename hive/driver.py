@@ -44,13 +44,15 @@ def make_roles(ctx: CampaignContext) -> Roles:
         proposer, coder = LlmProposer(llm), LlmCoder(llm, pb.editable, pb.protected)
     else:
         proposer = SearchProposer(pb, ctx.workspace.root / "optuna.journal", ctx.name, pb.strategist,
-                                  seed=pb.strategist_seed, baseline=baseline_values(pb, ctx.workspace.repo_dir))
+                                  seed=pb.strategist_seed, baseline=baseline_values(pb, ctx.workspace.repo_dir),
+                                  search=pb.search)
         coder = KnobCoder(pb)
     if pb.models.critic:
         from hive.agents.review import LlmReviewer  # imports litellm (seconds), as above
 
         reviewer = LlmReviewer(llm)
-    return Roles(proposer=proposer, coder=coder, critic=Critic(pb.objective), reviewer=reviewer)
+    return Roles(proposer=proposer, coder=coder, critic=Critic(pb.objective, max_seeds=pb.max_seeds),
+                 reviewer=reviewer)
 
 
 def budget_reason(ctx: CampaignContext, started: float) -> str | None:
@@ -83,7 +85,7 @@ async def drive(ctx: CampaignContext) -> str:
     flow = ExperimentFlow(ctx, roles, scheduler)
     ctx.feed("campaign", f"{width - lookahead} slot(s) on {scheduler.inventory.kind}; strategist {pb.strategist}")
     knobs = baseline_values(pb, ctx.workspace.repo_dir) if pb.knobs else {}
-    baseline = await run_baseline(ctx, flow.run_seed, knobs)
+    baseline = await run_baseline(ctx, flow, knobs)
     if ctx.stop.is_set():
         return "stopped"
     if baseline.verdict == "crash":
@@ -133,6 +135,7 @@ async def drive(ctx: CampaignContext) -> str:
         await asyncio.wait(tasks)
         for task, number in tasks.items():
             _task_error(ctx, task, number)
+    await flow.drain()  # the baseline's seeds that no candidate waited for
     if unreachable:
         raise ModelUnreachable(unreachable)
     return reason

@@ -23,6 +23,7 @@ from hive.agents.context import campaign_view
 from hive.agents.critic import Critic, SeedResult, constraint_excess, lesson_for
 from hive.errors import BudgetExhausted, EditRejected, HiveError, ModelUnreachable
 from hive.objective import metric_value
+from hive.progress import read_curve, watch_for
 from hive.prs import open_pull_request
 from hive.seeds import describe_outcome, record_seed, seed_stats
 from hive.store import Experiment, Lesson, Run
@@ -212,14 +213,18 @@ class ExperimentFlow:
         todo = [s for s in seeds if s not in done]
         # the best runs the same seeds alongside, so the critic can pair them
         best = self.ctx.store.best(self.ctx.campaign.id)
-        await asyncio.gather(*(self.run_seed(exp, s, state["commit"]) for s in todo),
+        await asyncio.gather(*(self.run_seed(exp, s, state["commit"], against=best) for s in todo),
                              self.reference_seeds(best, seeds))
         if self.ctx.stop.is_set():
             raise Stopped(f"exp-{number} stopped while running")
         return {"seeds": seeds, "verdict": None}
 
-    async def run_seed(self, exp: Experiment, seed: int, commit: str) -> None:
-        """Lease a slot, run one seed of an experiment and record it (a cancelled run is left to re-run)."""
+    async def run_seed(self, exp: Experiment, seed: int, commit: str, against: Experiment | None = None) -> None:
+        """Lease a slot, run one seed of an experiment and record it (a cancelled run is left to re-run).
+
+        With `against` (the best) and a playbook's `run.progress`, the run is pruned once it is clearly behind
+        that experiment's curve on the same seed.
+        """
         res = self.pb.run.resources
         async with self.scheduler.lease(f"exp-{exp.number}/seed-{seed}", gpus=self.lease_gpus,
                                         min_free_mb=res.min_free_memory_mb, cpu_threads=res.cpu_threads,
@@ -232,14 +237,38 @@ class ExperimentFlow:
             where = f" on gpu {','.join(map(str, lease.devices))}" if lease.devices else ""
             self.ctx.feed("run", f"seed {seed} started{where}", exp.number)
             devices = lease.devices if self.real_devices else []
+            watch = self._watch(against, exp, seed)
             outcome = await asyncio.to_thread(self.ctx.runner.run_seed, exp.number, seed, commit, devices,
-                                              self.ctx.stop)
+                                              self.ctx.stop, watch, f"exp-{against.number}" if against else "the best")
+        if outcome.status == "pruned":
+            self._saved(outcome, against, seed)
         if outcome.status == "cancelled":
             self.ctx.store.update(Run, run.id, status="queued")
             return
         record_seed(self.ctx.store, exp, seed, outcome, lease.devices)
         self.ctx.feed("seed", f"seed {seed}: {outcome.status} {describe_outcome(outcome, self.pb.objective.metric)}",
                       exp.number)
+
+    def _watch(self, against: Experiment | None, exp: Experiment, seed: int):  # noqa: ANN202  (ProgressWatch | None)
+        """A progress watch against the reference's curves, when the playbook reads progress and there are some."""
+        spec = self.pb.run.progress
+        if spec is None or against is None or against.number == exp.number:
+            return None
+        curves = {r.seed: read_curve(r.log_path, spec.regex) for r in self.ctx.store.runs(against.id)
+                  if r.status == "ok" and r.log_path}
+        return watch_for(spec, curves, seed)
+
+    def _saved(self, outcome, against: Experiment | None, seed: int) -> None:  # noqa: ANN001  (SeedOutcome)
+        """Add to a pruned seed the run-seconds its stop saved: the reference's time on that seed, less its own."""
+        walls = {r.seed: r.wall_seconds for r in self.ctx.store.runs(against.id) if r.status == "ok" and r.wall_seconds}
+        full = walls.get(seed) or (sum(walls.values()) / len(walls) if walls else None)
+        if full is None:
+            return
+        ran = outcome.result.wall_seconds
+        saved = max(0.0, full - ran)
+        outcome.metrics["saved_seconds"] = round(saved, 3)
+        outcome.error += (f"; stopped after {ran:.1f} s where exp-{against.number} ran {full:.1f} s "
+                          f"({saved:.1f} run-seconds saved)")
 
     async def judge(self, state: ExperimentState) -> dict:
         number = state["number"]
@@ -291,6 +320,12 @@ class ExperimentFlow:
         summary = {"metric_mean": mean, "metric_std": std, "n_seeds": len(values)} if values else {}
         self.ctx.store.update(Experiment, exp.id, cpu_seconds=wall * res.cpu_threads, gpu_seconds=wall * res.gpus,
                               **summary)
+
+    async def drain(self) -> None:
+        """Wait for the reference seeds still running (the baseline's, started before the campaign's first candidate)."""
+        pending = [t for t in self._reference_runs.values() if not t.done()]
+        if pending:
+            await asyncio.wait(pending)
 
     def _run_status(self, exp: Experiment, seed: int) -> str | None:
         return next((r.status for r in self.ctx.store.runs(exp.id) if r.seed == seed), None)

@@ -69,7 +69,7 @@ class Prune:
 
     def reason(self, reference: str) -> str:
         sds = self.gap / self.noise if self.noise > 0 else math.inf
-        return (f"pruned at step {self.step:g}: progress {self.value:.6g} vs {reference}'s {self.reference_value:.6g} "
+        return (f"behind at step {self.step:g}: progress {self.value:.6g} vs {reference}'s {self.reference_value:.6g} "
                 f"on the same seed (gap {self.gap:.4g} = {sds:.1f} seed sd of {reference} there)")
 
 

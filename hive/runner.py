@@ -147,7 +147,7 @@ class Runner:
         if watch is not None and watch.pruned is not None and result.cancelled and not (cancel and cancel.is_set()):
             prune = watch.pruned
             metrics = {"pruned_step": prune.step, "pruned_gap": prune.gap, "wall_seconds": round(result.wall_seconds, 3)}
-            return SeedOutcome("pruned", metrics, result, log_path, prune.reason(reference))
+            return SeedOutcome("pruned", metrics, result, log_path, prune.reason(reference), run)
         if result.cancelled:
             return SeedOutcome("cancelled", {}, result, log_path, "cancelled", run)
         if tampered:

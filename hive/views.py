@@ -50,6 +50,7 @@ def status_data(store: Store, camp: Campaign) -> dict[str, Any]:
         "best_delta_vs_baseline": delta,
         "experiments": sum(counts.values()),
         "verdicts": {verdict: n for verdict, n in counts.items() if verdict},
+        "pruned": _pruned(store, camp.id),
         "in_flight": [_brief(e) for e in store.experiments(camp.id, statuses=IN_FLIGHT)],
         "budget": playbook.get("budget", {}),
         "llm": store.llm_totals(camp.id),
@@ -57,6 +58,14 @@ def status_data(store: Store, camp: Campaign) -> dict[str, Any]:
         "elapsed_seconds": _elapsed(camp.started_at, camp.updated_at if camp.status != "running" else None),
         "created_at": iso(camp.created_at),
     }
+
+
+def _pruned(store: Store, campaign_id: int) -> dict[str, Any]:
+    """Runs stopped for being clearly behind the best, and the run-seconds that saved (the best's time, less theirs)."""
+    runs = store.runs_with_status(campaign_id, "pruned")
+    saved = sum(float(r.metrics.get("saved_seconds") or 0) for r in runs)
+    return {"runs": len(runs), "run_seconds": round(sum(r.wall_seconds or 0 for r in runs), 3),
+            "run_seconds_saved": round(saved, 3)}
 
 
 def _brief(exp) -> dict[str, Any] | None:  # noqa: ANN001
@@ -83,6 +92,10 @@ def status_text(store: Store, camp: Campaign) -> str:
     verdicts = ", ".join(f"{k}: {v}" for k, v in sorted(data["verdicts"].items(), key=lambda kv: str(kv[0])))
     lines.append(f"  experiments: {data['experiments']} ({verdicts or 'none finished'}); "
                  f"pull requests: {data['pull_requests']}")
+    if data["pruned"]["runs"]:
+        pruned = data["pruned"]
+        lines.append(f"  pruned: {pruned['runs']} run(s) stopped early, {pruned['run_seconds_saved']:.1f} run-seconds "
+                     f"saved")
     llm = data["llm"]
     if llm["calls"]:
         lines.append(f"  llm: {llm['calls']} calls, {llm['prompt_tokens'] + llm['completion_tokens']} tokens, "

@@ -136,7 +136,7 @@ class Critic:
             if s.status == "timeout":
                 return Verdict("timeout", f"seed {s.seed}: {s.error}")
             if s.status == "pruned":
-                return Verdict("pruned", f"seed {s.seed}: {s.error}")
+                return Verdict("pruned", f"seed {s.seed}: {s.error.splitlines()[0] if s.error else 'pruned'}")
             if s.status != "ok":
                 return Verdict("crash", f"seed {s.seed}: {s.error.splitlines()[0] if s.error else s.status}")
             if metric_value(s.metrics, obj.metric) is None:

@@ -17,6 +17,7 @@ from hive.playbook.schema import (
     Models,
     Objective,
     Playbook,
+    Progress,
     Resources,
     RunSpec,
     Scheduler,
@@ -26,6 +27,6 @@ from hive.playbook.schema import (
 )
 
 __all__ = ["CONSTRAINT_RE", "NAME_RE", "Binding", "Budget", "DockerExecutor", "EnvBinding", "Executor", "FileBinding",
-           "FlagBinding", "Knob", "LocalExecutor", "Models", "Objective", "Playbook", "Resources", "RunSpec",
+           "FlagBinding", "Knob", "LocalExecutor", "Models", "Objective", "Playbook", "Progress", "Resources", "RunSpec",
            "Scheduler", "ScoreSpec", "SlurmExecutor", "check_against_source", "json_schema", "load_playbook",
            "matches_any", "parse_override"]

@@ -51,6 +51,27 @@ class Resources(Strict):
         return self.gpu_memory_mb is not None or 0 < self.gpus < 1
 
 
+class Progress(Strict):
+    """A progress line in the run's log, read live, so a run clearly behind the best's curve is stopped (pruned)."""
+
+    regex: str = Field(..., description="regex with two groups over the log: the step, then a value (e.g. a loss)")
+    min_step: float = Field(0, ge=0, description="no run is pruned before this step")
+    margin: float = Field(4.0, gt=0, description="prune when the run is this many of the best's seed standard "
+                                                 "deviations (at that step) behind the best on the same seed")
+    direction: Literal["minimize", "maximize"] = Field("minimize", description="whether a lower value is better")
+
+    @field_validator("regex")
+    @classmethod
+    def _two_groups(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"does not compile: {exc}") from None
+        if compiled.groups < 2:
+            raise ValueError("needs two capture groups: the step, then the value")
+        return value
+
+
 class RunSpec(Strict):
     command: str = Field(..., min_length=1, description="command run by /bin/sh -c in a fresh folder with the experiment's "
                                                          "files; {repo} is the campaign repo (shared data), {seed} the "
@@ -67,6 +88,7 @@ class RunSpec(Strict):
     resources: Resources = Field(default_factory=Resources)
     max_log_mb: float = Field(50, gt=0, description="a longer log keeps its first 1 MB and its last 4 MB")
     network: bool = Field(False, description="let a sandboxed run reach the network (off: no interface but loopback)")
+    progress: Progress | None = Field(None, description="live progress from the log; runs clearly behind are pruned")
 
     @field_validator("env", mode="before")
     @classmethod
@@ -87,8 +109,13 @@ class Objective(Strict):
     direction: Literal["minimize", "maximize"] = "minimize"
     constraints: list[str] = Field(default_factory=list, description="e.g. 'artifact_bytes <= 16000000'")
     min_delta: float = Field(0.0, ge=0, description="a keep must beat the best by at least this much")
-    alpha: float = Field(0.01, gt=0, lt=1, description="one-sided Welch t-test level for a keep (Parameter Golf: 0.01)")
-    confirm_seeds: int = Field(3, ge=1, description="seeds a candidate and the baseline are run with before a keep")
+    alpha: float = Field(0.01, gt=0, lt=1, description="false-keep rate of the one-sided test for a keep, over all "
+                                                        "its looks (Parameter Golf: 0.01)")
+    confirm_seeds: int = Field(3, ge=1, description="seeds a candidate runs before a keep can first be decided")
+    max_seeds: int | None = Field(None, ge=1, description="most seeds a promising candidate is given, one at a time "
+                                                          "(default: every one of run.seeds)")
+    test: Literal["paired", "welch"] = Field("paired", description="paired: per-seed differences against the best "
+                                                                   "on the same seeds; welch: seeds not paired")
     metrics_regex: dict[str, str] = Field(
         default_factory=dict,
         description="metric key -> regex with one group over the log (last match wins), for repos without '---' output",
@@ -233,6 +260,8 @@ class Playbook(Strict):
     score: ScoreSpec | None = None
     objective: Objective
     strategist: Literal["optuna", "llm", "random", "greedy"] = "optuna"
+    search: Literal["local", "global"] = Field("local", description="local: change one to three knobs of the best "
+                                                                    "in a trust region; global: sample every knob")
     strategist_seed: int | None = Field(None, description="seed of the knob sampler, for reproducible proposals")
     knobs: list[Knob] = Field(default_factory=list)
     knob_constraints: list[str] = Field(default_factory=list, description="expressions over knob names every "
@@ -262,9 +291,23 @@ class Playbook(Strict):
                              f"run.seeds (has {len(self.run.seeds)})")
         for text in self.knob_constraints:
             parse_constraint(text, set(names))
+        max_seeds = self.objective.max_seeds
+        if max_seeds is not None and not self.objective.confirm_seeds <= max_seeds <= len(self.run.seeds):
+            raise ValueError(f"objective.max_seeds ({max_seeds}) must be between confirm_seeds "
+                             f"({self.objective.confirm_seeds}) and the number of run.seeds ({len(self.run.seeds)})")
         if "{harness}" in self.run.command:
             raise ValueError("run.command: {harness} is only for score.command (the run never sees the scorer)")
         return self
+
+    @property
+    def max_seeds(self) -> int:
+        """The most seeds a candidate may earn: objective.max_seeds, else every one of run.seeds.
+
+        confirm_seeds 1 without max_seeds is autoresearch's rule: one seed decides.
+        """
+        if self.objective.max_seeds:
+            return self.objective.max_seeds
+        return 1 if self.objective.confirm_seeds == 1 else len(self.run.seeds)
 
     def model_for(self, role: str) -> str | None:
         """The model configured for a role: `models.<role>`, else HIVE_MODEL, else None."""

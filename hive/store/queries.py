@@ -184,6 +184,13 @@ class Store:
         with self.session() as s:
             return s.exec(select(Run).where(Run.experiment_id == experiment_id).order_by(col(Run.id))).all()
 
+    def runs_with_status(self, campaign_id: int, status: str) -> Sequence[Run]:
+        """Every run of a campaign in one status (e.g. the pruned ones)."""
+        with self.session() as s:
+            q = (select(Run).join(Experiment, col(Run.experiment_id) == col(Experiment.id))
+                 .where(Experiment.campaign_id == campaign_id, Run.status == status).order_by(col(Run.id)))
+            return s.exec(q).all()
+
     def runs_for(self, experiment_ids: list[int]) -> dict[int, list[Run]]:
         out: dict[int, list[Run]] = {i: [] for i in experiment_ids}
         if not experiment_ids:
