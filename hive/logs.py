@@ -2,9 +2,73 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 LOG_TAIL_BYTES = 4000  # what an error message or the feed quotes of a log
+# a run may put a link where Hive expects its log (or hard-link a user's file there): never followed, never written
+_NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class LinkedLog(OSError):
+    """A log path that is a link (or a file with other names) where Hive expects a file of its own."""
+
+
+def not_own_file(path: str | Path) -> str | None:
+    """Why `path` is not a plain file of Hive's own (a symbolic link, a hard link, not a regular file), or None."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return f"{path} is a symbolic link"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file"
+    if info.st_nlink != 1:
+        return f"{path} has {info.st_nlink} names (a hard link)"
+    if os.path.realpath(Path(path).parent) != os.path.abspath(Path(path).parent):
+        return f"{Path(path).parent} is reached through a symbolic link"
+    return None
+
+
+def open_log(path: str | Path, mode: str = "rb"):  # noqa: ANN201  (a binary file object)
+    """Open a log without following a link: "wb" makes a new file (whatever was at the path goes), "ab" appends.
+
+    LinkedLog when the path (or its folder) is a link or a hard link, so Hive never reads or writes a user's file
+    through a run's planted link.
+    """
+    if mode == "wb":
+        try:
+            os.unlink(path)  # removes a planted link itself, never what it points to
+        except FileNotFoundError:
+            pass
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    elif mode == "ab":
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    else:
+        flags = os.O_RDONLY
+    why = not_own_file(path)
+    if why is None:
+        try:
+            fd = os.open(path, flags | _NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != 40:  # ELOOP: the final component is a link
+                raise
+            why = f"{path} is a symbolic link"
+        else:
+            info = os.fstat(fd)
+            if info.st_nlink == 1 and stat.S_ISREG(info.st_mode):
+                return os.fdopen(fd, mode, buffering=0 if mode == "ab" else -1)
+            os.close(fd)
+            why = f"{path} is not a plain file of its own"
+    raise LinkedLog(why)
+
+
+def write_log(path: Path, text: str) -> None:
+    """Start a log afresh with `text` (a link or file planted at the path is replaced, never written through)."""
+    with open_log(path, "wb") as log:
+        log.write(text.encode())
 
 
 class LogTail:
@@ -20,7 +84,7 @@ class LogTail:
         if self.path is None:
             return missing
         try:
-            with open(self.path, "rb") as fh:
+            with open_log(self.path, "rb") as fh:
                 size = fh.seek(0, 2)
                 if self.offset is None or size < self.offset:
                     self.offset = 0 if self.first_bytes is None else max(0, size - self.first_bytes)
@@ -39,22 +103,26 @@ def log_tail(path: str | Path, limit: int | None = LOG_TAIL_BYTES, missing: str 
 
 def append_log(path: Path, text: str) -> None:
     """Add Hive's own lines (a stop reason, the scorer's output) to the end of a run's log."""
-    with open(path, "a", encoding="utf-8") as log:
-        log.write(text)
+    with open_log(path, "ab") as log:
+        log.write(text.encode())
 
 
 def cap_log(path: Path, max_mb: float, head: int = 2**20, tail: int = 4 * 2**20) -> bool:
     """Shrink a log over `max_mb` to its first and last megabytes (a runaway print must not fill the disk)."""
     try:
-        size = path.stat().st_size
+        with open_log(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size <= max_mb * 2**20:
+                return False
+            first = fh.read(head)
+            fh.seek(max(size - tail, len(first)))
+            last = fh.read()
     except OSError:
         return False
-    if size <= max_mb * 2**20:
-        return False
-    with open(path, "rb") as fh:
-        first = fh.read(head)
-        fh.seek(size - tail)
-        last = fh.read()
     cut = size - len(first) - len(last)
-    path.write_bytes(first + f"\n[hive] ... {cut} bytes cut from a {size} byte log ...\n".encode() + last)
+    # written beside and renamed over: a link planted meanwhile is replaced, never written through
+    part = path.with_name(path.name + ".cap")
+    with open_log(part, "wb") as out:
+        out.write(first + f"\n[hive] ... {cut} bytes cut from a {size} byte log ...\n".encode() + last)
+    os.replace(part, path)
     return True

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hive.logs import open_log
 from hive.playbook import CONSTRAINT_RE, Objective
 
 KEY_VALUE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-/]*)\s*:\s*(.*?)\s*$")
@@ -53,9 +54,10 @@ def read_metrics(log_text: str, workdir: Path | None = None, regexes: dict[str, 
     if workdir is not None:
         path = workdir / "metrics.json"
         if path.is_file():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError):
+            try:  # never through a link: it could name any file Hive can read
+                with open_log(path, "rb") as fh:
+                    data = json.loads(fh.read().decode("utf-8"))
+            except (OSError, ValueError, UnicodeDecodeError):
                 data = None
             if isinstance(data, dict):
                 metrics.update({str(k): v for k, v in data.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hive.executors.base import Executor, RunRequest, RunResult, scrubbed_environment
 from hive.invocation import Invocation, expand, invocation
-from hive.logs import append_log, cap_log, log_tail
+from hive.logs import append_log, cap_log, log_tail, not_own_file, open_log, write_log
 from hive.objective import read_metrics
 from hive.playbook import Playbook
 from hive.progress import ProgressWatch
@@ -50,7 +50,7 @@ def follow(executor: Executor, request: RunRequest, cancel: threading.Event | No
             if cancel is not None and cancel.is_set():
                 halt.set()
             try:
-                with open(request.log_path, "rb") as fh:
+                with open_log(request.log_path, "rb") as fh:
                     fh.seek(offset)
                     chunk = fh.read()
             except OSError:
@@ -128,7 +128,7 @@ class Runner:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         run = invocation(pb, self.workspace.repo_dir, run_dir, seed)
         # the log says first what ran, so a reader of the log alone can reproduce it
-        log_path.write_text(f"[hive] $ {run.shell_line()}\n")
+        write_log(log_path, f"[hive] $ {run.shell_line()}\n")
         command = run.command
         env = {**run.env, "HIVE_SEED": str(seed)}
         request = RunRequest(command=command, cwd=run_dir, log_path=log_path, timeout=pb.run.timeout,
@@ -141,9 +141,13 @@ class Runner:
             result = follow(self.executor, request, cancel, watch)
         finally:
             alone = self._leave(key)
+        # a link (or a hard link) put where the log is: never followed; the log is started again and says why
+        linked = not_own_file(log_path)
+        if linked:
+            write_log(log_path, f"[hive] {linked}: the run's log was replaced (not followed, not kept)\n")
         cap_log(log_path, pb.run.max_log_mb)
         # a run must only write inside its own folder: writes into the campaign repo are caught here
-        tampered = self._foreign_writes(alone, log_path)
+        tampered = self._foreign_writes(alone, log_path) or (f"the run replaced its log: {linked}" if linked else None)
         if watch is not None and watch.pruned is not None and result.cancelled and not (cancel and cancel.is_set()):
             prune = watch.pruned
             metrics = {"pruned_step": prune.step, "pruned_gap": prune.gap, "wall_seconds": round(result.wall_seconds, 3)}
@@ -180,7 +184,7 @@ class Runner:
                cancel: threading.Event | None) -> SeedOutcome:
         pb = self.playbook
         score_log = log_path.with_name(f"seed-{seed}.score.log")
-        score_log.write_text("")
+        write_log(score_log, "")
         # the scorer runs from a copy of the harness snapshot made now, after the run has ended, checked against
         # the hash recorded at creation (at a path no run can know in advance)
         harness = Path(tempfile.mkdtemp(prefix=f"seed-{seed}.harness-", dir=run_dir.parent))
@@ -208,6 +212,10 @@ class Runner:
             scored = self.executor.run(request, cancel)
         finally:
             shutil.rmtree(harness, ignore_errors=True)
+        linked = not_own_file(score_log)
+        if linked:  # only something outliving its run can have done this: nothing of it is read
+            append_log(log_path, f"\n[hive] {linked}: the scorer's log was replaced; not scored\n")
+            return SeedOutcome("tampered", {}, result, log_path, f"the scorer's log was replaced: {linked}")
         cap_log(score_log, pb.run.max_log_mb)
         text = log_tail(score_log, PARSE_TAIL_BYTES)
         append_log(log_path, f"\n[hive] scorer: {command}\n{text}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hive.errors import BadInput
-from hive.logs import log_tail
+from hive.logs import log_tail, not_own_file
 from hive.invocation import Invocation
 from hive.scheduler import GpuAsk, make_inventory
 from hive.store import Campaign, Store
@@ -190,7 +190,9 @@ def experiment_text(data: dict[str, Any]) -> str:
 
 def read_log(path: str) -> str:
     """A seed's whole log, for `hive show --log`."""
-    return log_tail(path, None, missing=f"(log {path} not found)")
+    linked = not_own_file(path)
+    return f"(log not shown: {linked}; links are never followed)" if linked else \
+        log_tail(path, None, missing=f"(log {path} not found)")
 
 
 def gpus_data(home: Path, name: str | None, simulate_gpus: int | None) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Each test names what the README's "What a run can and cannot do" claims for that
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 from hive.campaign import open_campaign
 from hive.executors import LocalExecutor
 from hive.playbook import load_playbook
+from hive import views
+from hive.logs import log_tail
 from hive.runner import Runner
 from hive.workspace import Workspace, content_hash
 from tests.conftest import PLAYBOOKS
@@ -72,6 +75,7 @@ def test_a_hook_a_run_plants_in_the_campaign_repo_never_runs(quick, sandbox_mode
 
 FORGE_BASELINE = '''
 import subprocess
+import sys
 def git(*args, stdin=None):
     return subprocess.run(["git", *args], cwd="../../../repo", input=stdin, capture_output=True, text=True).stdout.strip()
 try:
@@ -148,4 +152,45 @@ def test_a_baseline_ref_moved_between_starts_is_moved_back_and_reported(quick, t
         assert ctx.campaign.harness_sha256 == content_hash(home / "quickstart" / "harness")
     finally:
         ctx.close()
+
+
+def test_links_a_run_puts_where_its_logs_are_are_never_followed(quick, sandbox_mode, tmp_path):
+    pb, ws = quick
+    victim, secret = tmp_path / "victim.txt", tmp_path / "secret.json"
+    victim.write_text("the user's file\n")
+    secret.write_text('{"token": "sk-secret-55d1"}')
+    logs = "../../../logs/exp-2"
+    code = ("import os\n"
+            "try:\n"
+            f"    os.symlink({str(victim)!r}, '{logs}/new'); os.replace('{logs}/new', '{logs}/seed-1.log')\n"
+            f"    os.symlink({str(victim)!r}, '{logs}/seed-1.score.log')\n"
+            f"    os.symlink({str(victim)!r}, '{logs}/seed-1.log.pid.x')\n"
+            "    print('linked')\n"
+            "except OSError as exc:\n"
+            "    print('refused:', exc)\n"
+            f"os.symlink({str(secret)!r}, 'metrics.json')\n")
+    outcome = Runner(pb, ws, LocalExecutor(sandbox=sandbox_mode)).run_seed(2, 1, attack_commit(ws, 2, code))
+    assert victim.read_text() == "the user's file\n", "Hive wrote through a link"
+    assert "sk-secret" not in str(outcome.metrics) and "token" not in outcome.metrics
+    if sandbox_mode == "bwrap":  # the logs are not there; the link in its own folder is not followed
+        assert outcome.status == "ok" and "refused:" in outcome.log_path.read_text()
+    else:
+        assert outcome.status == "tampered" and "symbolic link" in outcome.error
+        assert not outcome.log_path.is_symlink() and "replaced" in outcome.log_path.read_text()
+    # `hive show --log` and every tail reader refuse a link
+    link = ws.logs / "exp-2" / "seed-9.log"
+    link.symlink_to(victim)
+    assert "the user's file" not in views.read_log(str(link)) and "symbolic link" in views.read_log(str(link))
+    assert log_tail(link, None, missing="(missing)") == "(missing)"
+
+
+def test_a_hard_link_to_a_users_file_in_place_of_a_log_is_never_written(quick, tmp_path):
+    pb, ws = quick
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's file\n")
+    code = (f"import os\nos.unlink('../../../logs/exp-2/seed-1.log'); os.link({str(victim)!r}, "
+            f"'../../../logs/exp-2/seed-1.log')\n")
+    outcome = Runner(pb, ws, LocalExecutor(sandbox="none")).run_seed(2, 1, attack_commit(ws, 2, code))
+    assert victim.read_text() == "the user's file\n"
+    assert outcome.status == "tampered" and "hard link" in outcome.error
 

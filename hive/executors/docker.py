@@ -15,7 +15,7 @@ except ImportError:
 
 from hive.errors import HiveError
 from hive.executors.base import RunRequest, RunResult, stop_reason
-from hive.logs import append_log
+from hive.logs import append_log, open_log
 
 CAMPAIGN_LABEL = "hive.campaign"
 RUN_LABEL = "hive.run"
@@ -186,7 +186,7 @@ def _rewrite(text: str, rewrites: dict[str, str]) -> str:
 
 def _follow_logs(container, log_path: Path) -> None:  # noqa: ANN001
     """Copy the container's output into the run's log file as it comes, until the container stops."""
-    with open(log_path, "ab", buffering=0) as log:
+    with open_log(log_path, "ab") as log:
         try:
             log.writelines(container.logs(stream=True, follow=True, stdout=True, stderr=True))
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:

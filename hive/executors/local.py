@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from hive.executors.base import RunRequest, RunResult, stop_reason
-from hive.logs import append_log
+from hive.logs import append_log, open_log, write_log
 from hive.sandbox import Policy, Sandbox, gpu_nodes
 
 KILL_GRACE_SECONDS = 3.0
@@ -67,7 +67,14 @@ class LocalExecutor:
                 os.close(info_write)
                 return RunResult(exit_code=None, wall_seconds=0.0, error=f"could not start: {exc}")
         started = time.monotonic()
-        with open(request.log_path, "ab", buffering=0) as log:
+        try:
+            log = open_log(request.log_path, "ab")  # never through a link a run planted
+        except OSError as exc:
+            for fd in (info_read, info_write):
+                if fd is not None:
+                    os.close(fd)
+            return RunResult(exit_code=None, wall_seconds=0.0, error=f"could not start: {exc}")
+        with log:
             try:
                 proc = subprocess.Popen(argv, cwd=request.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True,
@@ -80,7 +87,7 @@ class LocalExecutor:
                 if info_write is not None:
                     os.close(info_write)
             # if Hive dies, the next start finds this file and kills what is left of the run
-            pid_file.write_text(str(proc.pid))
+            write_log(pid_file, str(proc.pid))
             status, rusage, timed_out, cancelled = self._wait(proc, started + request.timeout, cancel)
         wall = time.monotonic() - started
         # leftovers the command started in the background die with it
