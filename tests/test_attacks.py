@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,63 @@ def test_a_hard_link_to_a_users_file_in_place_of_a_log_is_never_written(quick, t
     assert victim.read_text() == "the user's file\n"
     assert outcome.status == "tampered" and "hard link" in outcome.error
 
+
+# run inside a fresh process that got the secrets in its initial environment (what /proc/<pid>/environ shows);
+# in mode none it becomes an ordinary user first, as a run outside the sandbox is the user who started Hive
+HIVE_WITH_SECRETS = '''
+import ctypes, os, resource, sys
+from pathlib import Path
+from hive.executors import LocalExecutor, RunRequest, scrubbed_environment
+mode, folder = sys.argv[1], Path(sys.argv[2])
+if mode == "none":
+    os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)
+    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # dumpable again, as every process an ordinary user starts is
+run_dir = folder / "runs" / "exp-2" / "seed-1"
+request = RunRequest(command=sys.argv[3], cwd=run_dir, log_path=folder / "logs" / "seed-1.log", timeout=20,
+                     env=scrubbed_environment(), hidden=[folder])
+print(LocalExecutor(kill_grace=0.5, sandbox=mode).run(request))
+'''
+READ_EVERY_ENVIRON = r'''
+pid=$$
+while [ "$pid" -gt 1 ]; do
+  echo "ancestor $pid"; tr '\0' '\n' < /proc/$pid/environ 2>&1
+  pid=$(sed -n 's/^PPid:[[:space:]]*//p' /proc/$pid/status)
+done
+for f in /proc/[0-9]*/environ; do tr '\0' '\n' < $f; done 2>/dev/null
+cat "$HOME/.config/keys" "$REAL_HOME/.config/keys" 2>&1; echo end
+'''
+
+
+@pytest.fixture
+def open_tmp():
+    """A temp folder an ordinary user can reach (pytest's own are root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="hive-attack-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_no_key_hive_was_started_with_is_readable_by_a_run(sandbox_mode, open_tmp):
+    tmp_path = open_tmp
+    folder = tmp_path / "c"
+    (folder / "runs" / "exp-2" / "seed-1").mkdir(parents=True)
+    (folder / "logs").mkdir()
+    home = tmp_path / "home"
+    (home / ".config").mkdir(parents=True)
+    (home / ".config" / "keys").write_text("HOME-FILE-KEY-31c9\n")
+    for path in (tmp_path, folder, *folder.rglob("*"), home, *home.rglob("*")):
+        os.chown(path, 65534, 65534)  # the user's own files, for mode none's ordinary user
+    tmp_path.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "OPENAI_API_KEY": "sk-initial-8a1f",
+           "HIVE_SECRET": "hive-initial-2e7d", "PYTHONPATH": str(Path(__file__).parents[1])}
+    attack = READ_EVERY_ENVIRON.replace("$REAL_HOME", str(home))
+    proc = subprocess.run([sys.executable, "-c", HIVE_WITH_SECRETS, sandbox_mode, str(folder), attack], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "exit_code=0" in proc.stdout, proc.stderr[-2000:]
+    log = (folder / "logs" / "seed-1.log").read_text()
+    assert "ancestor" in log and "end" in log, log
+    assert "sk-initial" not in log and "hive-initial" not in log, "a run read a key Hive was started with"
+    if sandbox_mode == "bwrap":
+        assert "HOME-FILE-KEY" not in log, "the user's home is not there"
+    else:  # README: in mode none a run reads every file the user can, $HOME included
+        assert "HOME-FILE-KEY" in log and "Permission denied" in log

@@ -8,6 +8,7 @@ that clears its own environment and detaches is out of reach there.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from hive.sandbox import Policy, Sandbox, gpu_nodes
 KILL_GRACE_SECONDS = 3.0
 PRLIMIT = shutil.which("prlimit") or "/usr/bin/prlimit"
 RUN_MARK = "HIVE_RUN"  # set in every run's environment, so leftovers can be recognised as ours
+PR_SET_DUMPABLE = 4
 
 
 class LocalExecutor:
@@ -38,6 +40,7 @@ class LocalExecutor:
     def __init__(self, kill_grace: float = KILL_GRACE_SECONDS, sandbox: str | Sandbox = "auto"):
         self.kill_grace = kill_grace
         self.sandbox = sandbox if isinstance(sandbox, Sandbox) else Sandbox(sandbox)
+        hide_own_environment()
 
     def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult:
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +128,16 @@ class LocalExecutor:
             # short sleeps at first so a quick command costs little; longer ones for long runs
             time.sleep(pause)
             pause = min(pause * 1.5, 0.1)
+
+
+def hide_own_environment() -> bool:
+    """Make this process non-dumpable: another process of the same user (a run outside the sandbox) can then not
+    read its /proc environ (the keys Hive was started with) or its memory. Root can still; True when it took.
+    """
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux
+        return False
 
 
 def _sandbox_init(info_read: int) -> int | None:
