@@ -286,6 +286,8 @@ def pr_export(number: int = typer.Argument(..., help="pull request number"),
                                                 "source); patch: a folder or .patch file; param-golf: where records/ goes"),
               only: bool = typer.Option(False, "--only", help="just this PR's own diff from its parent, not its stack"),
               gh: bool = typer.Option(False, "--gh", help="branch: push and run `gh pr create`"),
+              knobs_to: Optional[str] = typer.Option(None, "--knobs-to", help="branch, patch: write the flag and "
+                                                     "environment knob values into this script of the change"),
               author: Optional[str] = typer.Option(None, "--author", help="param-golf: author (default: git user.name)"),
               github_id: Optional[str] = typer.Option(None, "--github-id", help="param-golf: GitHub id"),
               track: str = typer.Option("10min_16mb", "--track", help="param-golf: records/track_<TRACK>/"),
@@ -295,7 +297,7 @@ def pr_export(number: int = typer.Argument(..., help="pull request number"),
     """Export a pull request as a branch in your repository, a patch file, or a Parameter Golf records folder."""
     store, camp, ws = _pr_campaign(workspaces, campaign)
     result = export(store, camp, ws, number, fmt, to, gh, only=only, author=author, github_id=github_id,
-                    track=track, name=name)
+                    track=track, name=name, knobs_to=knobs_to)
     _emit(result.to_dict(), as_json, result.text())
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
 
@@ -46,9 +47,10 @@ def campaign_git_env() -> dict[str, str]:
     return {**env, **GIT_ENV, "GIT_TERMINAL_PROMPT": "0"}
 
 
-def run_campaign_git(cwd: Path, *args: str, stdin: str | None = None, text: bool = True) -> subprocess.CompletedProcess:
-    """One git command on the campaign repo: hooks and monitors off, a scrubbed environment."""
-    return subprocess.run(["git", *SAFE_GIT, *args], cwd=cwd, env=campaign_git_env(), input=stdin,
+def run_campaign_git(cwd: Path, *args: str, stdin: str | None = None, text: bool = True,
+                     env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """One git command on the campaign repo: hooks and monitors off, a scrubbed environment (plus `env`)."""
+    return subprocess.run(["git", *SAFE_GIT, *args], cwd=cwd, env={**campaign_git_env(), **(env or {})}, input=stdin,
                           capture_output=True, text=text, check=False)
 
 
@@ -92,8 +94,8 @@ class Workspace:
     def baseline_branch(self) -> str:
         return experiment_branch(self.campaign, 1, "baseline")
 
-    def _git(self, *args: str, cwd: Path | None = None, stdin: str | None = None) -> str:
-        proc = run_campaign_git(cwd or self.repo_dir, *args, stdin=stdin)
+    def _git(self, *args: str, cwd: Path | None = None, stdin: str | None = None, env: dict | None = None) -> str:
+        proc = run_campaign_git(cwd or self.repo_dir, *args, stdin=stdin, env=env)
         if proc.returncode != 0:
             raise GitFailed(args, proc.returncode, proc.stderr, proc.stdout)
         return proc.stdout
@@ -269,6 +271,16 @@ class Workspace:
         tree = self._git("rev-parse", f"{tree_ish}^{{tree}}").strip()
         return self._git("commit-tree", tree, *[a for p in parents for a in ("-p", p)], "-F", "-", stdin=message).strip()
 
+    def commit_with_file(self, tree_ish: str, parents: list[str], path: str, text: str, message: str) -> str:
+        """A new commit of `tree_ish`'s tree plus one executable file at `path`; nothing points at it."""
+        with tempfile.TemporaryDirectory(prefix="hive-index-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self._git("read-tree", tree_ish, env=env)
+            blob = self._git("hash-object", "-w", "--stdin", stdin=text).strip()
+            self._git("update-index", "--add", "--cacheinfo", f"100755,{blob},{path}", env=env)
+            tree = self._git("write-tree", env=env).strip()
+        return self._git("commit-tree", tree, *[a for p in parents for a in ("-p", p)], "-F", "-", stdin=message).strip()
+
     def rev_parse(self, rev: str) -> str:
         return self._git("rev-parse", rev).strip()
 
@@ -290,6 +302,9 @@ class Workspace:
 
     def file_at(self, commit: str, path: str) -> str:
         return self._git("show", f"{commit}:{path}")
+
+    def has_file(self, commit: str, path: str) -> bool:
+        return run_campaign_git(self.repo_dir, "cat-file", "-e", f"{commit}:{path}").returncode == 0
 
     # -- run folders and the harness -----------------------------------------
     def run_dir(self, number: int, seed: int, commit: str) -> Path:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 
@@ -180,3 +182,42 @@ def test_knob_values_are_checked_whole_before_anything_is_written(tmp_path):
 def test_bad_knob_binding_fields_are_one_line_and_exit_2(tmp_path, override, named):
     proc = run_hive("playbook", "validate", str(FIXTURES / "tinygpt.yaml"), "-c", override, cwd=tmp_path)
     assert proc.returncode == 2 and named in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def git_repo_of(folder: Path, where: Path) -> Path:
+    """A git clone-alike of a fixture repository: its files, one commit."""
+    shutil.copytree(folder, where)
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "upstream"]):
+        subprocess.run(["git", *args], cwd=where, check=True, env={**os.environ, **GIT_ID})
+    return where
+
+
+GIT_ID = {"GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@example.com", "GIT_COMMITTER_NAME": "u",
+          "GIT_COMMITTER_EMAIL": "u@example.com"}
+
+
+def test_a_flags_only_pull_request_exports_as_a_script_that_reproduces_the_kept_run(charflags, tmp_path):
+    """A PR whose knobs are all flags has no diff: the export refuses, naming the flags, rather than exporting an
+    unrelated commit; with --knobs-to the patch adds a script, and that script run in the user's repository gives
+    the kept experiment's metric on the same seed."""
+    store, camp = find_campaign(charflags / "workspaces", "charflags")
+    exp = store.experiment(camp.id, 2)
+    assert exp.verdict == "keep"
+    knobs = exp.proposal["knobs"]
+    refused = hive(charflags, "pr", "export", "1", "--format", "patch", "--to", str(tmp_path / "out"))
+    assert refused.returncode == 2 and not (tmp_path / "out").exists()
+    assert f"--lr {knobs['lr']}, --batch_size {knobs['batch_size']}; pass --knobs-to FILE" in refused.stderr
+    bad = hive(charflags, "pr", "export", "1", "--format", "patch", "--knobs-to", "../x.sh")
+    assert bad.returncode == 2 and "--knobs-to: '../x.sh' must be a relative path" in bad.stderr
+    made = hive(charflags, "pr", "export", "1", "--format", "patch", "--to", str(tmp_path / "out"),
+                "--knobs-to", "run_hive.sh", "--json")
+    assert made.returncode == 0, made.stderr
+    patch = json.loads(made.stdout)["paths"][0]
+    user = git_repo_of(FIXTURES / "charflags", tmp_path / "user")
+    subprocess.run(["git", "am", patch], cwd=user, check=True, env={**os.environ, **GIT_ID}, capture_output=True)
+    script = (user / "run_hive.sh").read_text()
+    assert f"--lr {knobs['lr']} --batch_size {knobs['batch_size']}" in script
+    out = subprocess.run(["sh", "run_hive.sh"], cwd=user, env={**os.environ, "SEED": "2"}, capture_output=True,
+                         text=True, check=True).stdout
+    seed2 = next(r for r in store.runs(exp.id) if r.seed == 2)
+    assert float(re.search(r"final val loss ([0-9.]+)", out).group(1)) == seed2.metrics["val_loss"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from hive.errors import BadInput, HiveError
 from hive.export.branch import export_branch
 from hive.export.common import Change, ExportResult
+from hive.export.knob_script import with_knob_script
 from hive.export.param_golf import export_param_golf
 from hive.export.patch import export_patch
 from hive.playbook import Playbook
@@ -20,11 +21,12 @@ FORMATS = ("branch", "patch", "param-golf")
 
 def export(store: Store, campaign: Campaign, workspace: Workspace, number: int, fmt: str, to: Path | None = None,
            gh: bool = False, only: bool = False, author: str | None = None, github_id: str | None = None,
-           track: str = "10min_16mb", name: str | None = None) -> ExportResult:
+           track: str = "10min_16mb", name: str | None = None, knobs_to: str | None = None) -> ExportResult:
     """Export pull request `number` as a branch, a patch or a Parameter Golf records folder.
 
     By default the export carries the whole stack from the baseline (every PR it builds on, listed in the
-    message); with `only` it carries just its own diff from its parent and names the PRs it depends on.
+    message); with `only` it carries just its own diff from its parent and names the PRs it depends on. Knob
+    values set by flags or environment variables go into a script at `knobs_to`; without it, such a PR is refused.
     """
     if fmt not in FORMATS:
         given = f"{fmt!r} is not" if fmt else "give"
@@ -39,13 +41,24 @@ def export(store: Store, campaign: Campaign, workspace: Workspace, number: int, 
     else:
         change = Change(pr, exp, campaign.baseline_commit or workspace.baseline_commit(), pr.commit, stack, [])
     playbook = _playbook(campaign)
+    if fmt in ("branch", "patch"):
+        change = with_knob_script(workspace, change, playbook, knobs_to)
+    elif knobs_to:
+        raise BadInput("--knobs-to: only --format branch and patch carry a script of knob values")
     if fmt == "branch":
-        return export_branch(workspace, campaign, change, playbook, to, gh)
+        return _noted(export_branch(workspace, campaign, change, playbook, to, gh), change)
     if gh:
         raise BadInput("--gh: only --format branch opens a GitHub pull request")
     if fmt == "patch":
-        return export_patch(workspace, change, to)
+        return _noted(export_patch(workspace, change, to), change)
     return export_param_golf(store, campaign, workspace, change, playbook, to, author, github_id, track, name)
+
+
+def _noted(result: ExportResult, change: Change) -> ExportResult:
+    if change.knob_script:
+        result.notes.append(f"the flag and environment knob values are in {change.knob_script} (run it from the "
+                            f"repository's root)")
+    return result
 
 
 def _playbook(campaign: Campaign) -> Playbook:

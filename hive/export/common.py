@@ -46,6 +46,8 @@ class Change:
     head: str
     includes: list[PullRequest]
     depends_on: list[PullRequest]
+    knob_script: str | None = None  # a file the export added: the flag/env knob values, as a script
+
 
     def message(self) -> str:
         note = ""
@@ -55,6 +57,9 @@ class Change:
         elif self.depends_on:
             note = "\n\n## Depends on\n\n" + "\n".join(
                 f"- PR #{p.number}: {p.title}" for p in self.depends_on) + "\n\nApply or merge those first.\n"
+        if self.knob_script:
+            note += (f"\n\n## Knob values outside the diff\n\n`{self.knob_script}` runs the command with the flags and "
+                     f"environment variables this change was kept with.\n")
         return f"{self.pr.title}\n\n{self.pr.body.rstrip()}{note}\n"
 
 
