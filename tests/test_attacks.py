@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,7 @@ from hive import views
 from hive.logs import log_tail
 from hive.runner import Runner
 from hive.workspace import Workspace, content_hash
-from tests.conftest import PLAYBOOKS
+from tests.conftest import PLAYBOOKS, wait_still
 
 
 @pytest.fixture
@@ -256,3 +257,58 @@ def test_no_key_hive_was_started_with_is_readable_by_a_run(sandbox_mode, open_tm
         assert "HOME-FILE-KEY" not in log, "the user's home is not there"
     else:  # README: in mode none a run reads every file the user can, $HOME included
         assert "HOME-FILE-KEY" in log and "Permission denied" in log
+
+
+FORGER = '''
+import os, sys, time
+score_log = sys.argv[1]
+deadline = time.time() + 20
+while time.time() < deadline:
+    open(sys.argv[2], "a").write(".")  # a heartbeat: the test sees whether this process still lives
+    try:
+        if os.path.getsize(score_log) > 0:
+            open(score_log, "a").write("\\n---\\nval_loss: 0.00001\\nmodel_bytes: 1\\n")
+            break
+    except OSError:
+        pass
+    time.sleep(0.01)
+'''
+
+
+def test_a_detached_daemon_waiting_for_the_score_log_forges_nothing(quick, sandbox_mode):
+    pb, ws = quick
+    score_log = "../../../logs/exp-2/seed-1.score.log"  # where the run knows its score will be written
+    code = ("import subprocess, sys\n"
+            f"open('forger.py', 'w').write({FORGER!r})\n"
+            f"subprocess.Popen([sys.executable, 'forger.py', {score_log!r}, 'daemon.beat'], start_new_session=True)\n"
+            f"subprocess.Popen(['setsid', '-f', sys.executable, 'forger.py', {score_log!r}, 'setsid.beat'])\n"
+            "import time; time.sleep(0.3)\n")
+    outcome = Runner(pb, ws, LocalExecutor(sandbox=sandbox_mode)).run_seed(2, 1, attack_commit(ws, 2, code))
+    assert outcome.status == "ok", outcome.error
+    assert outcome.metrics["val_loss"] > 0.1 and outcome.metrics["model_bytes"] > 1, outcome.metrics
+    run_dir = ws.runs / "exp-2" / "seed-1"
+    for beat in ("daemon.beat", "setsid.beat"):
+        assert (run_dir / beat).exists(), f"the {beat} forger never started"
+        assert wait_still(run_dir / beat, limit=2), f"the {beat} forger outlived its run"
+    assert "0.00001" not in (ws.logs / "exp-2" / "seed-1.score.log").read_text()
+
+
+def test_a_run_cannot_forge_or_delete_the_store_in_the_sandbox(quick, sandbox_mode):
+    pb, ws = quick
+    db = ws.root / "hive.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table experiment (number integer, verdict text)")
+        conn.execute("insert into experiment values (1, 'keep')")
+    code = ("import os, sqlite3\n"
+            "try:\n"
+            "    c = sqlite3.connect('../../../hive.db'); c.execute(\"insert into experiment values (99, 'keep')\")\n"
+            "    c.commit(); c.close(); os.remove('../../../hive.db'); print('forged')\n"
+            "except Exception as exc:\n"
+            "    print('refused:', exc)\n")
+    outcome = Runner(pb, ws, LocalExecutor(sandbox=sandbox_mode)).run_seed(2, 1, attack_commit(ws, 2, code))
+    if sandbox_mode == "bwrap":
+        assert "refused:" in outcome.log_path.read_text()
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("select number, verdict from experiment").fetchall() == [(1, "keep")]
+    else:  # README: in mode none a run can write whatever the user can, the store included
+        assert "\nforged" in outcome.log_path.read_text() and not db.exists()
