@@ -18,7 +18,7 @@ from typing import Any, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from hive.agents.base import Coder, Outcome, Proposal, Proposer, Verdict
+from hive.agents.base import Coder, Outcome, Proposal, Proposer, Verdict, parent_problem
 from hive.agents.context import campaign_view
 from hive.agents.critic import Critic, SeedResult, constraint_excess, lesson_for
 from hive.errors import BudgetExhausted, EditRejected, HiveError, ModelUnreachable
@@ -160,10 +160,16 @@ class ExperimentFlow:
                 none = Proposal(hypothesis="(no proposal)", rationale=str(exc))
                 self._update(number, hypothesis=none.hypothesis, proposal_json=json.dumps(none.to_dict()))
                 return {"proposal": none.to_dict(), "seeds": [], "verdict": _v(Verdict("no_proposal", str(exc)))}
-            best = self.ctx.store.best(self.ctx.campaign.id)
-            parent = self.ctx.store.experiment(self.ctx.campaign.id, proposal.parent) if proposal.parent else None
-            if parent is None or parent.verdict not in ("keep", "baseline"):
-                parent = best
+            parent = self.ctx.store.best(self.ctx.campaign.id)
+            if proposal.parent is not None:  # the parent named is built on, or the proposal refused: never swapped
+                parent = self.ctx.store.experiment(self.ctx.campaign.id, proposal.parent)
+                problem = (f"#{proposal.parent} does not exist" if parent is None else
+                           parent_problem(parent.number, parent.status, parent.verdict))
+                if problem:
+                    why = f"refused: parent {problem}"
+                    self._update(number, hypothesis=proposal.hypothesis, rationale=proposal.rationale,
+                                 proposal_json=json.dumps(proposal.to_dict(), default=str))
+                    return {"proposal": proposal.to_dict(), "seeds": [], "verdict": _v(Verdict("no_proposal", why))}
             self._update(number, hypothesis=proposal.hypothesis, rationale=proposal.rationale,
                          proposal_json=json.dumps(proposal.to_dict(), default=str), parent_number=parent.number,
                          status="coding")

@@ -91,7 +91,7 @@ def test_proposer_rejects_duplicates_and_unknown_parents(tmp_path):
     llm, server = make(tmp_path, {"proposer": [json.dumps(in_flight), json.dumps({**GOOD, "parent": 9}), json.dumps(GOOD)]})
     assert LlmProposer(llm).propose(view(), 4).hypothesis == GOOD["hypothesis"]
     assert "repeats experiment #3, which is in flight" in server.requests[1]["messages"][-1]["content"]
-    assert "parent 9 is not on the leaderboard" in server.requests[2]["messages"][-1]["content"]
+    assert "parent #9 is not among the experiments shown" in server.requests[2]["messages"][-1]["content"]
 
 
 def test_proposer_gives_up_after_max_tries(tmp_path):

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import shutil
 
 import pytest
 
+from hive.agents.base import Proposal
 from hive.agents.context import campaign_view, headroom
+from hive.agents.critic import Critic
+from hive.agents.knob_coder import KnobCoder
+from hive.campaign import open_campaign
+from hive.graph import ExperimentFlow, Roles
 from hive.llm import render_prompt
 from hive.playbook import load_playbook
+from hive.scheduler import make_scheduler
 from hive.store.home import find_campaign
 from hive.workspace import Workspace
 from tests.conftest import PLAYBOOKS, run_hive
@@ -53,7 +61,13 @@ def test_the_best_change_from_the_baseline_and_an_outline_of_the_code(fifteen):
     assert diff.strip() and f"Its change from the baseline:\n```diff\n{diff.strip()}" in prompt
     assert re.search(r"^- train\.py: \d+ bytes, 49 lines; top level: LEARNING_RATE, STEPS, BATCH_SIZE, MOMENTUM,",
                      prompt, re.M), prompt.split("## The editable code")[1][:400]
-    assert re.search(rf"Its constraints: model_bytes [\d.,]+ of 1,000", prompt)
+    assert re.search(r"Its constraints: model_bytes [\d.,]+ of 1,000", prompt)
+    # in the recent list the best shows its own change, from its parent
+    store, camp = find_campaign(fifteen, "quickstart")
+    best = store.experiment(camp.id, view.best.number)
+    store.engine.dispose()
+    own = prompt.split(f"### #{best.number} keep")[1].split("### #")[0]
+    assert ws.diff(best.parent_commit, best.commit).strip()[:1000] in own
 
 
 def test_headroom_is_a_reading_of_the_value_against_its_limit():
@@ -78,3 +92,49 @@ def test_an_unrepaired_crash_shows_its_traceback_to_the_proposer(hive, tmp_path)
     assert "How it crashed: seed 1 failed; the end of its log:\n```\nTraceback (most recent call last):" in crashed, \
         crashed[:1500]
     assert "STEPS = STEPS // 0" in crashed and "NameError: name 'STEPS' is not defined\n```" in crashed
+
+
+# -- the parent a proposal names ------------------------------------------------------------------
+
+class NamedParent:
+    """A proposer that always builds on the experiment it was given (a knob change on top of it)."""
+
+    name = "named"
+
+    def __init__(self, parent: int):
+        self.parent = parent
+
+    def propose(self, view, number):  # noqa: ANN001, ANN201
+        return Proposal(hypothesis=f"STEPS 33 on top of #{self.parent}", parent=self.parent, knobs={"STEPS": 33})
+
+    def observe(self, proposal, outcome):  # noqa: ANN001, ANN201
+        pass
+
+
+def test_a_named_parent_is_built_on_or_refused_never_swapped_for_the_best(fifteen, tmp_path):
+    home = tmp_path / "workspaces"
+    shutil.copytree(fifteen, home)
+    pb = load_playbook(QUICK)
+    ctx = open_campaign(pb, home)
+    try:
+        store, cid = ctx.store, ctx.campaign.id
+        best = store.best(cid)
+        discard = next(e for e in store.experiments(cid) if e.verdict == "discard" and e.commit != best.commit)
+        flow = ExperimentFlow(ctx, Roles(NamedParent(discard.number), KnobCoder(pb), Critic(pb.objective)),
+                              make_scheduler(pb.scheduler, pb.run.resources))
+        exp = store.new_experiment(cid, kind="candidate", status="proposed")
+        state = {"number": exp.number, **asyncio.run(flow.propose({"number": exp.number}))}
+        assert (state["parent_number"], state["parent_commit"]) == (discard.number, discard.commit)
+        state.update(asyncio.run(flow.code(state)))
+        coded = store.experiment(cid, exp.number)
+        assert coded.parent_number == discard.number and coded.parent_commit == discard.commit
+        assert ctx.workspace.changed_paths(discard.commit, coded.commit) == ["train.py"]
+        assert "+STEPS = 33" in coded.diff
+        for missing, why in ((999, "refused: parent #999 does not exist"),
+                             (exp.number, f"refused: parent #{exp.number} has not finished")):
+            flow.roles.proposer = NamedParent(missing)
+            other = store.new_experiment(cid, kind="candidate", status="proposed")
+            verdict = asyncio.run(flow.propose({"number": other.number}))["verdict"]
+            assert (verdict["verdict"], verdict["reason"]) == ("no_proposal", why)
+    finally:
+        ctx.close()

@@ -10,6 +10,18 @@ VerdictName = Literal["baseline", "keep", "discard", "crash", "timeout", "pruned
                       "rejected", "no_proposal"]
 
 
+PARENT_VERDICTS = ("keep", "baseline", "discard", "pruned", "invalid", "crash", "timeout")  # their commits ran
+
+
+def parent_problem(number: int, status: str | None, verdict: str | None) -> str | None:
+    """Why an experiment cannot be a proposal's parent (its commit never ran, or broke the rules), else None."""
+    if status not in (None, "done") or verdict is None:
+        return f"#{number} has not finished"
+    if verdict not in PARENT_VERDICTS:
+        return f"#{number} is '{verdict}', so there is no commit of it to build on"
+    return None
+
+
 @dataclass
 class Proposal:
     """What to try next: a hypothesis, and either knob values (Optuna) or a free-form plan (LLM)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import statistics
+from dataclasses import replace
 from collections.abc import Sequence
 
 from hive.agents.base import CampaignView, ExperimentBrief, FileOutline
@@ -50,7 +51,9 @@ def campaign_view(store: Store, campaign_id: int, playbook: Playbook, workspace:
     full = {e.id: brief(e, True, runs[e.id], obj.constraints) for e in shown.values()}
     best_brief = full[best.id] if best else None
     if best_brief is not None and workspace is not None and baseline is not None and best.commit:
-        best_brief.diff = _clip(_git_or_empty(lambda: workspace.diff(baseline.commit, best.commit)), BEST_DIFF_LIMIT)
+        # a copy: the best in the recent list keeps its own diff (from its parent)
+        best_brief = replace(best_brief, diff=_clip(_git_or_empty(lambda: workspace.diff(baseline.commit, best.commit)),
+                                                    BEST_DIFF_LIMIT))
     return CampaignView(
         name=playbook.name, metric=obj.metric, direction=obj.direction, constraints=list(obj.constraints),
         rules=playbook.rules, knobs=[k.model_dump(mode="json") for k in playbook.knobs],

@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hive.agents.base import CampaignView, Proposal
+from hive.agents.base import CampaignView, Proposal, parent_problem
 from hive.errors import HiveError
 from hive.llm import LLM, first_json_object, render_prompt
 
@@ -56,9 +56,14 @@ def _proposal(reply: str, view: CampaignView) -> Proposal:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'object'}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"the JSON object does not fit the schema ({problems})") from None
-    ranked = {e.number for e in view.leaderboard} | {e.number for e in (view.best, view.baseline) if e}
-    if data.parent is not None and data.parent not in ranked:
-        raise ValueError(f"parent {data.parent} is not on the leaderboard; use null (current best) or one of {sorted(ranked)}")
+    if data.parent is not None:
+        shown = {e.number: e for e in [*view.leaderboard, *view.recent, *(e for e in (view.best, view.baseline) if e)]}
+        fit = sorted(n for n, e in shown.items() if parent_problem(n, None, e.verdict) is None)
+        parent = shown.get(data.parent)
+        problem = (f"#{data.parent} is not among the experiments shown" if parent is None
+                   else parent_problem(data.parent, None, parent.verdict))
+        if problem:
+            raise ValueError(f"parent {problem}; use null (current best) or one of {fit}")
     key = _normal(data.hypothesis)
     for e in [*view.in_flight, *view.recent, *view.leaderboard]:
         if _normal(e.hypothesis) == key:
