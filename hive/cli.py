@@ -18,7 +18,7 @@ import typer
 from hive import __version__, prs, views
 from hive.campaign import preflight, restart_campaign, stop_campaign
 from hive.errors import BadInput, HiveError
-from hive.export import export
+from hive.export import export, push
 from hive.playbook import NAME_RE, json_schema, load_playbook
 from hive.store.home import home_dir
 from hive.workspace import Workspace
@@ -298,6 +298,26 @@ def pr_export(number: int = typer.Argument(..., help="pull request number"),
     store, camp, ws = _pr_campaign(workspaces, campaign)
     result = export(store, camp, ws, number, fmt, to, gh, only=only, author=author, github_id=github_id,
                     track=track, name=name, knobs_to=knobs_to)
+    _emit(result.to_dict(), as_json, result.text())
+
+
+@pr_app.command("push")
+def pr_push(number: int = typer.Argument(..., help="pull request number"),
+            remote: Optional[str] = typer.Option(None, "--remote", help="a remote of your repository, or a URL "
+                                                 "(default: origin)"),
+            branch: Optional[str] = typer.Option(None, "--branch", help="the branch name on the remote "
+                                                 "(default: hive/<campaign>/pr-N)"),
+            open_pr: bool = typer.Option(False, "--open", help="open the GitHub pull request with gh (else print "
+                                         "the gh pr create command)"),
+            to: Optional[Path] = typer.Option(None, "--to", help="your repository (default: the playbook's source)"),
+            only: bool = typer.Option(False, "--only", help="just this PR's own diff from its parent, not its stack"),
+            knobs_to: Optional[str] = typer.Option(None, "--knobs-to", help="write the flag and environment knob "
+                                                   "values into this script of the change"),
+            campaign: Optional[str] = PrCampaignOpt, as_json: bool = JsonOpt,
+            workspaces: Optional[Path] = WorkspacesOpt) -> None:
+    """Push a pull request as one commit (the evidence its message) on a branch of a git remote; --open opens it."""
+    store, camp, ws = _pr_campaign(workspaces, campaign)
+    result = push(store, camp, ws, number, to, remote, branch, open_pr, only=only, knobs_to=knobs_to)
     _emit(result.to_dict(), as_json, result.text())
 
 

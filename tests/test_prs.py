@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -308,3 +309,41 @@ def test_param_golf_records_folder_runs_from_inside(tmp_path):
     assert run.returncode == 0, run.stdout[-1500:] + run.stderr[-1500:]
     assert "steps: 3" in run.stdout
     store.engine.dispose()
+
+
+def test_pr_push_puts_the_kept_change_with_its_evidence_on_a_real_bare_remote(campaign, source, tmp_path):
+    """The pushed branch's tree is the user's code plus exactly the kept diff; its commit message is the evidence."""
+    home = campaign / "workspaces"
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(source), str(bare))
+    user = clone(bare, tmp_path / "user")  # origin is the bare remote
+    bad = hive(home, "pr", "push", "1", "--to", str(user), "--remote", "nowhere")
+    assert bad.returncode == 2 and "--remote: 'nowhere' is neither a remote of" in bad.stderr and "origin" in bad.stderr
+    bad = hive(home, "pr", "push", "1", "--to", str(user), "--branch", "no..good")
+    assert bad.returncode == 2 and "--branch: 'no..good' is not a valid branch name" in bad.stderr
+    result = hive(home, "pr", "push", "1", "--to", str(user), "--branch", "speedup", "--open", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert any(n.startswith("pushed hive/quickstart/pr-1") and n.endswith("to origin as speedup") for n in data["notes"])
+    assert data["commands"][-1].endswith(shlex.join(["gh", "pr", "create", "--head", "speedup", "--title",
+                                                     prs.get_pr(*_store_and_id(home), 1).title, "--body-file",
+                                                     str(home / "quickstart" / "exports" / "pr-1.md")]))
+    store, camp = find_campaign(home, "quickstart")
+    pr1 = store.pull_requests(camp.id)[0]
+    # the remote's branch: one commit on the user's main whose diff is the kept change, message the evidence
+    assert git(bare, "diff", "main", "speedup") == kept_diff(home, camp.baseline_commit, pr1.commit)
+    assert git(bare, "rev-parse", "speedup^").strip() == git(bare, "rev-parse", "main").strip()
+    message = git(bare, "log", "-1", "--format=%B", "speedup")
+    assert message.startswith(pr1.title) and pr1.body.strip().splitlines()[0] in message and "| seed" in message
+    # the same push again is a no-op; another change under the same name is refused, never overwritten
+    again = hive(home, "pr", "push", "1", "--to", str(user), "--branch", "speedup")
+    assert again.returncode == 0, again.stderr
+    other = hive(home, "pr", "push", "2", "--to", str(user), "--branch", "speedup")
+    assert other.returncode == 1 and "pass --branch NEW" in other.stderr
+    assert git(bare, "diff", "main", "speedup") == kept_diff(home, camp.baseline_commit, pr1.commit)
+    store.engine.dispose()
+
+
+def _store_and_id(home: Path):
+    store, camp = find_campaign(home, "quickstart")
+    return store, camp.id

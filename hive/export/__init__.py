@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hive.errors import BadInput, HiveError
-from hive.export.branch import export_branch
+from hive.export.branch import export_branch, push_branch
 from hive.export.common import Change, ExportResult
 from hive.export.knob_script import with_knob_script
 from hive.export.param_golf import export_param_golf
@@ -54,6 +54,15 @@ def export(store: Store, campaign: Campaign, workspace: Workspace, number: int, 
     return export_param_golf(store, campaign, workspace, change, playbook, to, author, github_id, track, name)
 
 
+def push(store: Store, campaign: Campaign, workspace: Workspace, number: int, to: Path | None = None,
+         remote: str | None = None, branch: str | None = None, open_pr: bool = False, only: bool = False,
+         knobs_to: str | None = None) -> ExportResult:
+    """Export pull request `number` as a branch of the user's repository and push it to `remote` (default origin)."""
+    result = export(store, campaign, workspace, number, "branch", to, only=only, knobs_to=knobs_to)
+    pr = get_pr(store, campaign.id, number)
+    return push_branch(result, pr.title, workspace.root / "exports" / f"pr-{number}.md", remote, branch, open_pr)
+
+
 def _noted(result: ExportResult, change: Change) -> ExportResult:
     if change.knob_script:
         result.notes.append(f"the flag and environment knob values are in {change.knob_script} (run it from the "
@@ -68,4 +77,4 @@ def _playbook(campaign: Campaign) -> Playbook:
     return pb
 
 
-__all__ = ["FORMATS", "ExportResult", "export"]
+__all__ = ["FORMATS", "ExportResult", "export", "push"]

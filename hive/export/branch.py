@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -55,7 +56,10 @@ def export_branch(workspace: Workspace, campaign: Campaign, change: Change, play
     if not patch.strip():
         raise HiveError(f"pull request #{change.pr.number} changes nothing outside {HIVE_DIR}/")
     with tempfile.TemporaryDirectory(prefix="hive-export-") as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), **_identity(src)}
+        # dated when the PR was opened, so exporting it again makes the very same commit (a push of it is a no-op)
+        when = change.pr.created_at.strftime("%Y-%m-%dT%H:%M:%S+0000")
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), **_identity(src), "GIT_AUTHOR_DATE": when,
+               "GIT_COMMITTER_DATE": when}
         git_output(src, "read-tree", base, env=env)
         applied = run_git(src, "apply", "--cached", "--whitespace=nowarn", env=env, stdin=patch)
         if applied.returncode != 0:
@@ -89,4 +93,40 @@ def export_branch(workspace: Workspace, campaign: Campaign, change: Change, play
             if proc.returncode != 0:
                 raise HiveError(f"{shlex.join(cmd[:3])} failed: {proc.stderr.strip()[-300:]}")
             result.notes.append(proc.stdout.strip())
+    return result
+
+
+def push_branch(result: ExportResult, title: str, body_file: Path, remote: str | None, branch: str | None,
+                open_pr: bool) -> ExportResult:
+    """Push an exported branch to a remote of the user's repository (or a URL); with `open_pr`, open the GitHub
+    pull request with `gh` when it is installed and logged in, else say the exact command."""
+    src, local = Path(result.paths[0]), result.branch
+    remote = remote or "origin"
+    remotes = run_git(src, "remote").stdout.split()
+    if remote not in remotes and not (re.match(r"^[a-z+]+://|^[^/]+@[^:]+:", remote) or Path(remote).expanduser().exists()):
+        raise BadInput(f"--remote: {remote!r} is neither a remote of {src} (remotes: {', '.join(remotes) or 'none'}) "
+                       f"nor a URL or path")
+    target = branch or local
+    if run_git(src, "check-ref-format", f"refs/heads/{target}").returncode != 0:
+        raise BadInput(f"--branch: {target!r} is not a valid branch name")
+    # the user's own credentials reach the remote; the repository's hooks do not run
+    pushed = run_git(src, "-c", "core.hooksPath=/dev/null", "push", remote, f"refs/heads/{local}:refs/heads/{target}")
+    if pushed.returncode != 0:
+        why = pushed.stderr.strip().splitlines()[-1] if pushed.stderr.strip() else f"exit {pushed.returncode}"
+        raise HiveError(f"git push {remote} {target} failed ({why}); a branch of that name with other commits is "
+                        f"never overwritten: pass --branch NEW")
+    result.notes.append(f"pushed {local} ({git_output(src, 'rev-parse', local).strip()[:12]}) to {remote} as {target}")
+    gh_cmd = ["gh", "pr", "create", "--head", target, "--title", title, "--body-file", str(body_file)]
+    result.commands = []
+    logged_in = shutil.which("gh") is not None and subprocess.run(
+        ["gh", "auth", "status"], cwd=src, capture_output=True, check=False).returncode == 0
+    if open_pr and logged_in:
+        made = subprocess.run(gh_cmd, cwd=src, capture_output=True, text=True, check=False)
+        if made.returncode != 0:
+            raise HiveError(f"gh pr create failed: {made.stderr.strip()[-300:]}")
+        result.notes.append(f"opened {made.stdout.strip()}")
+        return result
+    if open_pr:
+        result.notes.append("gh is not installed or not logged in (`gh auth login`); open the pull request with:")
+    result.commands.append(f"cd {shlex.quote(str(src))} && {shlex.join(gh_cmd)}")
     return result
