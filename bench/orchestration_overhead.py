@@ -4,7 +4,9 @@ Runs a real campaign (Optuna proposer, worktree, AST knob rewrite, commit, lease
 critic, record, checkpoint) of N experiments whose command is a no-op that prints a metric, one slot, no
 lookahead, one seed each, so experiments run strictly one after another. Overhead = experiment wall time
 (proposed -> recorded) minus the run's own wall time.
-Run: python bench/orchestration_overhead.py [--experiments 200]
+The run and its scorer-less parse go through the sandbox the playbook names (`--sandbox auto | bwrap | none`), so
+the sandbox's start-up cost is in the no-op run's time and its clean-up in the overhead.
+Run: python bench/orchestration_overhead.py [--experiments 200] [--sandbox bwrap]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ print(f"loss: {abs(LR - 0.05) + int(os.environ.get('SEED', 1)) * 1e-6}")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=int, default=200)
+    parser.add_argument("--sandbox", choices=["auto", "bwrap", "none"], default="auto")
     args = parser.parse_args()
     from hive.driver import start
     from hive.playbook import load_playbook
@@ -47,6 +50,7 @@ editable: [noop.py]
 run: {{command: python noop.py, timeout: 30, seeds: [1]}}
 objective: {{metric: loss, direction: minimize, confirm_seeds: 1}}
 scheduler: {{slots: 1, lookahead: 0}}
+executor: {{kind: local, sandbox: {args.sandbox}}}
 knobs: [{{name: LR, type: float, low: 0.0001, high: 1.0, log: true, bind: {{file: noop.py, assign: LR}}}}]
 budget: {{max_experiments: {args.experiments + 1}}}
 """)
@@ -75,14 +79,17 @@ budget: {{max_experiments: {args.experiments + 1}}}
             run_ms.append(wall * 1000)
         throughput_ms = (total * 1000 - sum(run_ms)) / len(exps)
     over, run = summary(overhead_ms), summary(run_ms)
-    print(f"{len(exps)} experiments in {total:.1f} s")
+    load = os.getloadavg()
+    print(f"{len(exps)} experiments in {total:.1f} s, sandbox {args.sandbox}, load average "
+          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     print(f"orchestration overhead per experiment: median {over['median']:.1f} ms, p95 {over['p95']:.1f} ms "
           f"(goal <= 100 ms median)")
     print(f"the no-op run itself (python start-up): median {run['median']:.1f} ms")
     print(f"campaign wall minus run time, per experiment: {throughput_ms:.1f} ms")
-    write("orchestration_overhead", {"experiments": len(exps), "overhead_ms": over, "run_ms": run,
-                                     "wall_seconds": total, "wall_minus_runs_per_experiment_ms": throughput_ms,
-                                     "goal_median_ms": 100})
+    name = "orchestration_overhead" + ("" if args.sandbox == "auto" else f"_{args.sandbox}")
+    write(name, {"experiments": len(exps), "sandbox": args.sandbox, "load_average": load, "overhead_ms": over,
+                 "run_ms": run, "wall_seconds": total, "wall_minus_runs_per_experiment_ms": throughput_ms,
+                 "goal_median_ms": 100})
 
 
 if __name__ == "__main__":

@@ -191,6 +191,9 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
                                                             gpus=playbook.run.resources.gpus),
                         harness_sha256=campaign.harness_sha256, baseline=campaign.baseline_commit)
         ctx = CampaignContext(playbook, home, name, store, campaign, workspace, runner, feed, lock, created=created)
+        sandbox = getattr(runner.executor, "sandbox", None)  # the local executor's, resolved once
+        if getattr(sandbox, "warning", None):
+            feed("warning", sandbox.warning)
         if moved:
             feed("tampering", f"the baseline branch had been moved to {moved[:12]}; moved back to the recorded "
                               f"{campaign.baseline_commit[:12]}")

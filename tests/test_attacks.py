@@ -18,7 +18,7 @@ import pytest
 from hive.campaign import open_campaign
 from hive.executors import LocalExecutor
 from hive.playbook import load_playbook
-from hive import views
+from hive import sandbox, views
 from hive.logs import log_tail
 from hive.runner import Runner
 from hive.workspace import Workspace, content_hash
@@ -312,3 +312,21 @@ def test_a_run_cannot_forge_or_delete_the_store_in_the_sandbox(quick, sandbox_mo
             assert conn.execute("select number, verdict from experiment").fetchall() == [(1, "keep")]
     else:  # README: in mode none a run can write whatever the user can, the store included
         assert "\nforged" in outcome.log_path.read_text() and not db.exists()
+
+
+def test_auto_falls_back_to_none_with_one_warning_line(quick, tmp_path, monkeypatch):
+    pb, _ = quick
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)  # a machine without bubblewrap
+    sandbox.probe.cache_clear()
+    try:
+        ctx = open_campaign(pb.model_copy(update={"executor": pb.executor.model_copy(update={"sandbox": "auto"})}),
+                            tmp_path / "workspaces")
+        try:
+            warnings = [e.message for e in ctx.store.events(ctx.campaign.id) if e.kind == "warning"]
+            assert warnings == ["runs are NOT sandboxed: bwrap is not installed (Debian/Ubuntu: apt-get install "
+                                "bubblewrap); executor.sandbox: auto fell back to none"]
+            assert not ctx.runner.executor.sandbox.enforced
+        finally:
+            ctx.close()
+    finally:
+        sandbox.probe.cache_clear()
