@@ -19,6 +19,7 @@ from hive import __version__, prs, views
 from hive.campaign import preflight, restart_campaign, stop_campaign
 from hive.errors import BadInput, HiveError
 from hive.export import export, push
+from hive.export.results import results
 from hive.playbook import NAME_RE, json_schema, load_playbook
 from hive.store.home import home_dir
 from hive.workspace import Workspace
@@ -31,6 +32,8 @@ app.add_typer(playbook_app, name="playbook")
 pr_app = typer.Typer(no_args_is_help=True, help="Review kept experiments as pull requests: list, show, approve, "
                                                 "reject, export.")
 app.add_typer(pr_app, name="pr")
+export_app = typer.Typer(no_args_is_help=True, help="Export a campaign's results as a table.")
+app.add_typer(export_app, name="export")
 
 WorkspacesOpt = typer.Option(None, "--workspaces", help="where campaigns live (default: $HIVE_HOME or ./workspaces)")
 JsonOpt = typer.Option(False, "--json", help="print JSON instead of a table")
@@ -220,6 +223,14 @@ def gpus(campaign: Optional[str] = typer.Argument(None, help="campaign whose run
 
 
 PrCampaignOpt = typer.Option(None, "--campaign", help="campaign name (default: the only one)")
+CampaignOpt = typer.Option(None, "--campaign", help="campaign name (the same as giving it first)")
+
+
+def _one_campaign(positional: Optional[str], option: Optional[str]) -> Optional[str]:
+    """The campaign a command names, first or with --campaign (both: they must agree)."""
+    if positional and option and positional != option:
+        raise BadInput(f"--campaign: {option!r} and CAMPAIGN {positional!r} name two campaigns; give one")
+    return positional or option
 
 
 def _pr_campaign(workspaces: Optional[Path], campaign: Optional[str]):  # noqa: ANN202
@@ -319,6 +330,28 @@ def pr_push(number: int = typer.Argument(..., help="pull request number"),
     store, camp, ws = _pr_campaign(workspaces, campaign)
     result = push(store, camp, ws, number, to, remote, branch, open_pr, only=only, knobs_to=knobs_to)
     _emit(result.to_dict(), as_json, result.text())
+
+
+@export_app.command("results")
+def export_results(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
+                   fmt: str = typer.Option("tsv", "--format", help="tsv (autoresearch's results.tsv: commit, metric, "
+                                           "memory_gb, status, description), csv (one row per seed, every metric) "
+                                           "or json"),
+                   to: Optional[Path] = typer.Option(None, "--to", help="file to write (default: standard output)"),
+                   as_json: bool = typer.Option(False, "--json", help="the same as --format json"),
+                   campaign_opt: Optional[str] = CampaignOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
+    """The campaign's finished experiments as a table autoresearch users already analyse, or CSV / JSON."""
+    store, camp = views.load(home_dir(workspaces), _one_campaign(campaign, campaign_opt))
+    text = results(store, camp, "json" if as_json else fmt)
+    if to is None:
+        sys.stdout.write(text)
+        return
+    to = to.expanduser()
+    if to.is_dir():
+        raise BadInput(f"--to: {to} is a folder; name a file, e.g. {to / 'results.tsv'}")
+    to.parent.mkdir(parents=True, exist_ok=True)
+    to.write_text(text)
+    print(f"wrote the results of campaign {camp.name} to {to}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

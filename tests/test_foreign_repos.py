@@ -4,6 +4,7 @@ assignments and --key=value flags (tinygpt, in the shape of nanoGPT)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 
 import optuna
+import pandas
 import pytest
 from optuna.trial import TrialState
 
@@ -221,3 +223,28 @@ def test_a_flags_only_pull_request_exports_as_a_script_that_reproduces_the_kept_
                          text=True, check=True).stdout
     seed2 = next(r for r in store.runs(exp.id) if r.seed == 2)
     assert float(re.search(r"final val loss ([0-9.]+)", out).group(1)) == seed2.metrics["val_loss"]
+
+
+def test_results_export_is_autoresearchs_results_tsv_and_csv_json_carry_every_seed(charflags, tmp_path):
+    store, camp = find_campaign(charflags / "workspaces", "charflags")
+    exps = list(store.experiments(camp.id))
+    out = tmp_path / "results.tsv"
+    made = hive(charflags, "export", "results", "charflags", "--format", "tsv", "--to", str(out))
+    assert made.returncode == 0, made.stderr
+    table = pandas.read_csv(out, sep="\t", dtype={"commit": str})
+    assert list(table.columns) == ["commit", "val_loss", "memory_gb", "status", "description"]
+    assert list(table["commit"]) == [e.commit[:7] for e in exps]
+    assert list(table["status"]) == ["keep" if e.verdict in ("baseline", "keep") else "discard" for e in exps]
+    assert list(table["val_loss"].round(6)) == [round(e.metric_mean, 6) for e in exps]
+    assert (table["memory_gb"] > 0).all() and table["description"].iloc[0] == "baseline: the source as given"
+    seeds = pandas.read_csv(io.StringIO(hive(charflags, "export", "results", "--campaign", "charflags",
+                                             "--format", "csv").stdout))
+    assert len(seeds) == sum(len(store.runs(e.id)) for e in exps)
+    assert {"experiment", "seed", "val_loss", "wall_seconds", "command"} <= set(seeds.columns)
+    as_json = json.loads(hive(charflags, "export", "results", "--json").stdout)
+    assert [len(e["runs"]) for e in as_json["experiments"]] == [len(store.runs(e.id)) for e in exps]
+    for args, named in ((["--format", "xml"], "--format: 'xml' is not one of tsv, csv, json"),
+                        (["--to", str(tmp_path)], "is a folder"),
+                        (["other", "--campaign", "charflags"], "name two campaigns")):
+        bad = hive(charflags, "export", "results", *args)
+        assert bad.returncode == 2 and named in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
