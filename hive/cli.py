@@ -354,6 +354,24 @@ def export_results(campaign: Optional[str] = typer.Argument(None, help="campaign
     print(f"wrote the results of campaign {camp.name} to {to}", file=sys.stderr)
 
 
+@app.command()
+def report(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
+           to: Path = typer.Option(Path("report"), "--to", help="folder to write index.html into"),
+           campaign_opt: Optional[str] = CampaignOpt, as_json: bool = JsonOpt,
+           workspaces: Optional[Path] = WorkspacesOpt) -> None:
+    """A self-contained HTML page: the metric over time, the best's seeds against the baseline's, verdicts, kept diffs."""
+    from hive.export.report import write_report  # matplotlib.pyplot took 3.9 s to import (-X importtime, loaded machine): only hive report pays it
+
+    store, camp = views.load(home_dir(workspaces), _one_campaign(campaign, campaign_opt))
+    to = to.expanduser()
+    if to.exists() and not to.is_dir():
+        raise BadInput(f"--to: {to} is a file; name a folder (index.html is written inside it)")
+    print(f"drawing the report of {camp.name}...", file=sys.stderr, flush=True)
+    data = write_report(store, camp, to)
+    _emit(data, as_json, f"wrote {data['path']} ({data['experiments']} experiments, {len(data['kept'])} kept, "
+                         f"{data['bytes'] // 1024} KiB, self-contained)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map errors to exit codes (no traceback for a user mistake)."""
     try:

@@ -3,18 +3,22 @@ assignments and --key=value flags (tinygpt, in the shape of nanoGPT)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import io
 import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 
 import optuna
 import pandas
+import PIL.Image
 import pytest
 from optuna.trial import TrialState
 
@@ -248,3 +252,61 @@ def test_results_export_is_autoresearchs_results_tsv_and_csv_json_carry_every_se
                         (["other", "--campaign", "charflags"], "name two campaigns")):
         bad = hive(charflags, "export", "results", *args)
         assert bad.returncode == 2 and named in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(os.environ.get("HIVE_TEST_ARTIFACTS") or Path(__file__).parent.parent / "test-artifacts")
+
+
+class _Logged(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder on 127.0.0.1 and remembers every path asked for."""
+
+    asked: list[str] = []
+
+    def do_GET(self):  # noqa: N802
+        type(self).asked.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):  # quiet
+        pass
+
+
+def _browse(folder: Path, page: str, screenshot: Path | None = None) -> tuple[str, list[str]]:
+    """Load a page in headless Chromium from a local server; the DOM after load, and every request it made."""
+    _Logged.asked = []
+    handler = functools.partial(_Logged, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+                "--window-size=1100,2400", "--virtual-time-budget=3000", "--dump-dom",
+                f"http://127.0.0.1:{server.server_port}/{page}"]
+        if screenshot is not None:
+            args.insert(-1, f"--screenshot={screenshot}")
+        dom = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
+    finally:
+        server.shutdown()
+    return dom, list(_Logged.asked)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh installs it as root)")
+def test_report_is_one_self_contained_page_a_headless_browser_renders_with_its_plots(charflags, tmp_path):
+    made = hive(charflags, "report", "charflags", "--to", str(tmp_path / "report"), "--json")
+    assert made.returncode == 0, made.stderr
+    data = json.loads(made.stdout)
+    assert data["kept"] == [2, 3, 4] and data["verdicts"] == {"baseline": 1, "keep": 3}
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page), "the page links something outside itself"
+    assert page.count('src="data:image/png;base64,') == 3 and "exp-3: " in page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    shot.unlink(missing_ok=True)
+    dom, asked = _browse(tmp_path / "report", "index.html", shot)
+    assert asked == ["/index.html"]  # the page itself, and nothing else: no font, script, image or favicon
+    assert 'data-images-shown="3"' in dom  # all three plots decoded and laid out
+    with PIL.Image.open(shot) as image:
+        assert image.size == (1100, 2400) and len(image.convert("RGB").getcolors(1 << 20) or []) > 50
+    # the logger sees what a page asks for: a page with one outside image is caught
+    (tmp_path / "report" / "control.html").write_text('<img src="/elsewhere.png">')
+    _, asked = _browse(tmp_path / "report", "control.html")
+    assert "/elsewhere.png" in asked
