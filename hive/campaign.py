@@ -22,7 +22,7 @@ from hive.runner import Runner
 from hive.scheduler import check_resources
 from hive.store import Campaign, Experiment, Store
 from hive.store.engine import make_engine
-from hive.store.home import RESTART_HINT, find_campaign, open_store
+from hive.store.home import RESTART_HINT, find_campaign, lock_holder, open_store
 from hive.store.models import now
 from hive.workspace import Workspace, content_hash
 
@@ -68,17 +68,7 @@ class CampaignLock:
 
     def holder(self) -> int | None:
         """The pid of the process driving the campaign, or None when nobody holds the lock."""
-        if not self.path.exists():
-            return None
-        with open(self.path, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                text = fh.read().strip()
-                return int(text) if text.isdigit() else -1
-            fcntl.flock(fh, fcntl.LOCK_UN)
-        return None
+        return lock_holder(self.path)
 
     def release(self) -> None:
         if self._fh is not None:

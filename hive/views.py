@@ -12,15 +12,18 @@ from hive.logs import log_tail, not_own_file
 from hive.invocation import Invocation
 from hive.scheduler import GpuAsk, make_inventory
 from hive.store import Campaign, Store
-from hive.store.home import find_campaign
+from hive.store.home import find_campaign, lock_holder
 from hive.store.models import now
 from hive.store.queries import IN_FLIGHT, iso, to_dict
 from hive.workspace import experiment_branch
 
 
 def load(home: Path, name: str | None) -> tuple[Store, Campaign]:
-    """The store and row of a campaign; BadInput when it does not exist."""
-    return find_campaign(home, name)
+    """The store and row of a campaign (a "running" one whose driver is gone shows as stopped); BadInput when absent."""
+    store, camp = find_campaign(home, name)
+    if camp.status == "running" and lock_holder(home / camp.name / "campaign.lock") is None:
+        camp.status = "stopped"  # its driver was killed before it could say so; the next start resumes it
+    return store, camp
 
 
 def _elapsed(start: datetime | None, end: datetime | None = None) -> float | None:
@@ -101,9 +104,11 @@ def status_text(store: Store, camp: Campaign) -> str:
         lines.append(f"  llm: {llm['calls']} calls, {llm['prompt_tokens'] + llm['completion_tokens']} tokens, "
                      f"${llm['dollars']:.4f}")
     # a stopped campaign's unfinished experiments wait for the next `hive start`
-    label = "in flight" if data["status"] == "running" else "paused (resumes on `hive start`)"
+    running = data["status"] == "running"
+    label = "in flight" if running else "paused (resumes on `hive start`)"
     for row in data["in_flight"]:
-        lines.append(f"  {label}: exp-{row['number']} [{row['status']}] {_clip(row['hypothesis'], 60)}")
+        state = f"[{row['status']}]" if running else f"(stopped while {row['status']})"
+        lines.append(f"  {label}: exp-{row['number']} {state} {_clip(row['hypothesis'], 60)}")
     return "\n".join(lines)
 
 

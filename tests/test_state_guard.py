@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
+import signal
 import sqlite3
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +160,34 @@ def test_a_failed_baseline_runs_again_once_the_run_command_is_fixed(tmp_path, ca
         verdict, seeds = conn.execute("select verdict, n_seeds from experiment where number = 1").fetchone()
         statuses = [r[0] for r in conn.execute("select status from run")]
     assert (verdict, seeds, statuses) == ("baseline", 1, ["ok"])
+
+
+def test_status_of_a_killed_driver_is_not_running(tmp_path, capsys):
+    write_tiny(tmp_path, train="import time\nX = 0.5\ntime.sleep(60)\n")
+    env = {**os.environ, "HIVE_HOME": str(tmp_path / "workspaces")}
+    env.pop("HIVE_DB_URL", None)
+    driver = subprocess.Popen([sys.executable, "-m", "hive", "start", "tiny.yaml", "--headless"], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+    def status() -> tuple[int, str]:
+        return main(["status", "tiny", "--json", "--workspaces", str(tmp_path / "workspaces")]), capsys.readouterr().out
+
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "workspaces" / "tiny" / "hive.db").exists() or \
+                json.loads(status()[1] or "{}").get("in_flight") in (None, []):
+            assert time.monotonic() < deadline and driver.poll() is None, driver.stderr.read() if driver.poll() else ""
+            time.sleep(0.3)
+        assert json.loads(status()[1])["status"] == "running"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver, as a crash or `kill -9` would end it
+        driver.wait()
+        for pid_file in (tmp_path / "workspaces").rglob("*.log.pid"):  # its run, without a sandbox, lives on
+            with contextlib.suppress(ValueError, OSError):
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    code, out = status()
+    assert code == 0 and json.loads(out)["status"] == "stopped"
+    assert main(["status", "tiny", "--workspaces", str(tmp_path / "workspaces")]) == 0
+    text = capsys.readouterr().out
+    assert "[running]" not in text and text.startswith("campaign tiny [stopped]")
+    assert "paused (resumes on `hive start`): exp-1 (stopped while running)" in text

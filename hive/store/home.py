@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -34,6 +35,24 @@ def open_store(home: Path, campaign: str) -> Store:
     except DatabaseError as exc:  # a damaged page past a good header
         raise BadInput(f"{db}: the campaign's store cannot be read ({str(exc.orig).splitlines()[0]}); "
                        f"{RESTART_HINT}") from None
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid holding a campaign's lock file (-1 when it names none), or None when no live process holds it.
+
+    The lock is an flock, which the kernel drops when its holder dies: a killed driver never looks alive.
+    """
+    if not path.exists():
+        return None
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            text = fh.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
 
 
 def find_campaign(home: Path, name: str | None) -> tuple[Store, Campaign]:
