@@ -36,6 +36,9 @@ def preflight(playbook: Playbook, here: bool = True) -> None:
         if missing:
             raise BadInput(f"strategist: 'llm' needs a model for {' and '.join(missing)}: set "
                            f"{', '.join('models.' + r for r in missing)} in the playbook, or HIVE_MODEL")
+    if playbook.coder_spec.kind in ("agent", "edits") and playbook.model_for("coder") is None:
+        raise BadInput(f"coder: {playbook.coder_spec.kind!r} needs a model: set models.coder in the playbook, "
+                       f"or HIVE_MODEL")
     if playbook.executor.kind != "slurm":  # Slurm places GPUs itself
         check_resources(playbook.scheduler, playbook.run.resources, here)
 

@@ -151,14 +151,21 @@ def show(experiment: str = typer.Argument(..., help="experiment number (7 or exp
          campaign: Optional[str] = typer.Option(None, "--campaign", help="campaign name (default: the only one)"),
          diff: bool = typer.Option(False, "--diff", help="print the diff from its parent"),
          log: bool = typer.Option(False, "--log", help="print the log of each seed"),
+         transcript: bool = typer.Option(False, "--transcript", help="print what the agents said and ran"),
+         role: Optional[str] = typer.Option(None, "--role", help="with --transcript: only this role's (e.g. coder)"),
          as_json: bool = JsonOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
-    """One experiment: hypothesis, verdict and why, per-seed metrics, and optionally its diff and logs."""
+    """One experiment: hypothesis, verdict and why, per-seed metrics, and optionally its diff, logs and transcripts."""
     number = experiment.removeprefix("exp-")
     if not number.isdigit():
         raise BadInput(f"EXPERIMENT: {experiment!r} is not an experiment number (e.g. 7 or exp-7)")
     store, camp = views.load(home_dir(workspaces), campaign)
     data = views.experiment_data(store, camp, int(number))
+    if role is not None and not transcript:
+        raise BadInput("--role: only with --transcript")
+    shown = views.transcript_data(data, role) if transcript else None
     if as_json:
+        if shown is not None:
+            data["transcript"] = shown
         if log:
             for run in data["runs"]:
                 run["log"] = views.read_log(run["log_path"])
@@ -171,6 +178,8 @@ def show(experiment: str = typer.Argument(..., help="experiment number (7 or exp
         for run in data["runs"]:
             print(f"==> seed {run['seed']}: {run['log_path']} <==")
             print(views.read_log(run["log_path"]))
+    if shown is not None:
+        print(views.transcript_text(shown))
 
 
 @app.command()

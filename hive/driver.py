@@ -20,6 +20,7 @@ from hive.campaign import CampaignContext, open_campaign, preflight
 from hive.errors import BadInput, BudgetExhausted, HiveError, ModelUnreachable
 from hive.graph import ExperimentFlow, Roles, Stopped
 from hive.playbook import Playbook
+from hive.sandbox import Sandbox
 from hive.scheduler import make_scheduler
 from hive.store import Campaign, Experiment
 from hive.store.models import now
@@ -32,27 +33,45 @@ SLURM_JOBS_IN_FLIGHT = 4  # default cap on queued + running jobs when the cluste
 def make_roles(ctx: CampaignContext) -> Roles:
     """The proposer, coder, critic and reviewer the playbook asks for."""
     pb = ctx.playbook
-    reviewer = None
-    if pb.strategist == "llm" or pb.models.critic:
+    llm = reviewer = None
+    if pb.strategist == "llm" or pb.models.critic or pb.coder_spec.kind in MODEL_CODERS:
         from hive.llm import LLM  # litellm takes seconds to import: only campaigns with a model pay it
 
-        llm = LLM(ctx.store, ctx.campaign.id, pb)
+        llm = LLM(ctx.store, ctx.campaign.id, pb, logs=ctx.workspace.logs)
     if pb.strategist == "llm":
-        from hive.agents.llm_coder import LlmCoder  # these import litellm (seconds), as above
-        from hive.agents.llm_proposer import LlmProposer
+        from hive.agents.llm_proposer import LlmProposer  # imports litellm (seconds), as above
 
-        proposer, coder = LlmProposer(llm), LlmCoder(llm, pb.editable, pb.protected)
+        proposer = LlmProposer(llm)
     else:
         proposer = SearchProposer(pb, ctx.workspace.root / "optuna.journal", ctx.name, pb.strategist,
                                   seed=pb.strategist_seed, baseline=baseline_values(pb, ctx.workspace.repo_dir),
                                   search=pb.search)
-        coder = KnobCoder(pb)
+    coder = CODERS[pb.coder_spec.kind](ctx, llm)
     if pb.models.critic:
         from hive.agents.review import LlmReviewer  # imports litellm (seconds), as above
 
         reviewer = LlmReviewer(llm)
     return Roles(proposer=proposer, coder=coder, critic=Critic(pb.objective, max_seeds=pb.max_seeds),
                  reviewer=reviewer)
+
+
+def _agent_coder(ctx: CampaignContext, llm):  # noqa: ANN001, ANN202
+    from hive.agents.agent_coder import AgentCoder  # imports litellm (seconds), as above
+
+    pb, ws = ctx.playbook, ctx.workspace
+    mode = getattr(pb.executor, "sandbox", "auto")  # docker and slurm run the coder's commands here, locally
+    return AgentCoder(llm, pb, ws.repo_dir, [ws.root], Sandbox(mode), pb.coder_spec)
+
+
+def _edits_coder(ctx: CampaignContext, llm):  # noqa: ANN001, ANN202
+    from hive.agents.llm_coder import LlmCoder  # imports litellm (seconds), as above
+
+    return LlmCoder(llm, ctx.playbook.editable, ctx.playbook.protected)
+
+
+# the coders by `coder.kind`; those that need a model are named in MODEL_CODERS
+CODERS = {"agent": _agent_coder, "edits": _edits_coder, "knobs": lambda ctx, llm: KnobCoder(ctx.playbook)}
+MODEL_CODERS = ("agent", "edits")
 
 
 def budget_reason(ctx: CampaignContext, started: float) -> str | None:

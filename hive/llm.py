@@ -18,6 +18,7 @@ from hive.errors import BadInput, BudgetExhausted, HiveError, ModelUnreachable  
 from hive.playbook import Playbook  # noqa: E402
 from hive.scripted import ensure_server  # noqa: E402
 from hive.store import LlmCall, Store  # noqa: E402
+from hive.transcripts import Transcript  # noqa: E402
 
 litellm.suppress_debug_info = True
 TRANSIENT = (litellm.RateLimitError, litellm.Timeout, litellm.APIConnectionError,
@@ -36,10 +37,23 @@ class LlmFailed(HiveError):
 class LLM:
     """Completes chat messages for a role of one campaign, within the playbook's dollar budget."""
 
-    def __init__(self, store: Store, campaign_id: int, playbook: Playbook, max_tries: int = 5, backoff: float = 1.0):
+    def __init__(self, store: Store, campaign_id: int, playbook: Playbook, max_tries: int = 5, backoff: float = 1.0,
+                 logs: Path | None = None):
         self.store, self.campaign_id, self.playbook = store, campaign_id, playbook
         self.max_tries, self.backoff = max_tries, backoff
         self._unreachable: dict[str, str] = {}  # model -> why: other experiments' calls fail at once, unsent
+        self.logs = logs  # where each experiment's transcripts go (logs/exp-N/<role>.jsonl); None: nowhere
+        self._transcripts: dict[tuple[int, str], Transcript] = {}
+
+    def transcript(self, role: str, number: int | None) -> Transcript | None:
+        """The transcript every call of a role for an experiment is appended to (None without logs or a number)."""
+        if self.logs is None or number is None:
+            return None
+        key = (number, role)
+        if key not in self._transcripts:
+            transcript = self._transcripts[key] = Transcript(self.logs, number, role)
+            self.store.ensure_transcript(self.campaign_id, number, role, str(transcript.path))
+        return self._transcripts[key]
 
     def model_for(self, role: str) -> str | None:
         """The model configured for a role: the playbook's `models.<role>`, else HIVE_MODEL, else None."""
@@ -48,14 +62,19 @@ class LLM:
     def enabled(self, role: str) -> bool:
         return self.model_for(role) is not None
 
-    def complete(self, role: str, messages: list[dict], experiment_number: int | None = None) -> str:
-        """The model's reply to the messages; raises BudgetExhausted before a call over budget, LlmFailed after retries."""
+    def complete(self, role: str, messages: list[dict], experiment_number: int | None = None,
+                 transcript: Transcript | None = None) -> str:
+        """The model's reply to the messages; raises BudgetExhausted before a call over budget, LlmFailed after retries.
+
+        With a `transcript`, the messages it has not seen, the reply and the call's cost are appended to it.
+        """
         model = self.model_for(role)
         if model is None:
             raise BadInput(f"models.{role}: no model configured (set it in the playbook or HIVE_MODEL)")
         if model in self._unreachable:
             raise ModelUnreachable(self._unreachable[model])
         kwargs, prices = self._route(model)
+        transcript = transcript or self.transcript(role, experiment_number)
         for attempt in range(1, self.max_tries + 1):
             self._check_budget()
             t0 = time.monotonic()
@@ -75,9 +94,13 @@ class LLM:
                 continue
             usage = getattr(response, "usage", None)
             tokens_in, tokens_out = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
-            self._record(role, model, experiment_number, time.monotonic() - t0, tokens_in, tokens_out,
-                         _dollars(response, prices, tokens_in, tokens_out))
-            return response.choices[0].message.content or ""
+            seconds, dollars = time.monotonic() - t0, _dollars(response, prices, tokens_in, tokens_out)
+            self._record(role, model, experiment_number, seconds, tokens_in, tokens_out, dollars)
+            reply = response.choices[0].message.content or ""
+            if transcript is not None:
+                transcript.call(messages, reply, model=model, tokens_in=tokens_in, tokens_out=tokens_out,
+                                dollars=round(dollars, 6), seconds=round(seconds, 3))
+            return reply
         raise AssertionError("unreachable")
 
     def _route(self, model: str) -> tuple[dict, dict | None]:

@@ -4,7 +4,9 @@ A script is `{"proposer": [...], "coder": [...], "critic": [...]}`. Each entry i
 `{"content": "...", "delay": 2.0}` (answer slowly), `{"status": 429}` (fail with that HTTP status; `"error": "text"`
 gives the error's message), and any
 entry may carry `"when": "text"`: it is only chosen for a request whose messages contain that text, and such an
-entry is preferred over entries without `when`.
+entry is preferred over entries without `when`; and `"turn": N`: only chosen for the N-th model turn of a
+conversation (a request with N - 1 assistant messages), so a multi-turn agent's script does not depend on the
+order in which concurrent conversations ask.
 Entries are used in order, cycling; the role comes from the `X-Hive-Role` header (or a `ROLE: name` first line).
 Select it with `HIVE_MODEL=scripted:<name-or-path>`; run it alone with `python -m hive.scripted FILE --port N`.
 """
@@ -57,14 +59,17 @@ class ScriptedModel:
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
-    def next_entry(self, role: str, text: str) -> dict[str, Any] | None:
-        """The role's next entry whose `when` occurs in the request text, else its next entry without `when`."""
+    def next_entry(self, role: str, text: str, turn: int = 1) -> dict[str, Any] | None:
+        """The role's next entry whose `when` occurs in the request text, else its next entry without `when`.
+
+        An entry with a `turn` is only chosen for that turn of a conversation, and before one without a turn."""
         entries = [e if isinstance(e, dict) else {"content": e} for e in self.script.get(role) or []]
         with self.lock:
             start = self.cursor.get(role, 0)
             order = [(start + k) % len(entries) for k in range(len(entries))]
             for wanted in (lambda e: e.get("when") is not None and e["when"] in text, lambda e: e.get("when") is None):
-                for i in order:
+                for i in [i for i in order if entries[i].get("turn") == turn] + \
+                         [i for i in order if entries[i].get("turn") is None]:
                     if wanted(entries[i]):
                         self.cursor[role] = i + 1
                         return entries[i]
@@ -106,7 +111,8 @@ def _handler(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
             role = _role(self.headers, messages)
             text = "\n".join(str(m.get("content") or "") for m in messages)
             model.requests.append({"role": role, "model": request.get("model"), "messages": messages, "text": text})
-            entry = model.next_entry(role, text)
+            turn = 1 + sum(1 for m in messages if m.get("role") == "assistant")
+            entry = model.next_entry(role, text, turn)
             if entry is None:
                 self._send(400, {"error": {"message": f"script has no reply for role {role!r}", "type": "invalid_request_error"}})
                 return

@@ -9,6 +9,7 @@ from typing import Any
 
 from hive.errors import BadInput
 from hive.logs import log_tail, not_own_file
+from hive.transcripts import read_transcript, render_entry
 from hive.invocation import Invocation
 from hive.scheduler import GpuAsk, make_inventory
 from hive.store import Campaign, Store
@@ -167,7 +168,28 @@ def experiment_data(store: Store, camp: Campaign, number: int) -> dict[str, Any]
     data.update(llm_spent(store, camp.id, exp.number))
     data["runs"] = [{**to_dict(r), "shell_line": Invocation(r.command, r.env).shell_line() if r.command else ""}
                     for r in store.runs(exp.id)]
+    data["transcripts"] = {t.role: t.path for t in store.transcripts(camp.id, exp.number)}
     return data
+
+
+def transcript_data(data: dict[str, Any], role: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The experiment's transcripts (one role's, with `role`) as lists of entries, for `hive show --transcript`."""
+    paths = data.get("transcripts") or {}
+    if role is not None and role not in paths:
+        have = ", ".join(sorted(paths)) or "none"
+        raise BadInput(f"--role: exp-{data['number']} has no {role!r} transcript (has: {have})")
+    return {r: list(read_transcript(Path(p))) for r, p in sorted(paths.items()) if role in (None, r)}
+
+
+def transcript_text(transcripts: dict[str, list[dict[str, Any]]]) -> str:
+    """Transcripts as text: each role's messages, commands with their output, and costs, in order."""
+    if not transcripts:
+        return "(no transcript: this experiment had no model conversation)"
+    out = []
+    for role, entries in transcripts.items():
+        out.append(f"===== {role} ({len(entries)} entries) =====")
+        out += [render_entry(e) for e in entries]
+    return "\n".join(out)
 
 
 def experiment_text(data: dict[str, Any]) -> str:

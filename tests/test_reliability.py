@@ -133,7 +133,7 @@ def test_an_llm_edit_to_a_protected_file_never_runs(hive, tmp_path):
                                  "plan": "edit score.py"}) for i in range(10)],
         "coder": [evil_edit]}))
     result = hive("start", str(PLAYBOOKS / "quickstart.yaml"), "--headless", "--max-experiments", "3",
-                  "-c", "strategist=llm", env={"HIVE_MODEL": f"scripted:{script}"})
+                  "-c", "strategist=llm", "-c", "coder=edits", env={"HIVE_MODEL": f"scripted:{script}"})
     assert result.returncode == 0, result.stderr[-3000:]
     db = tmp_path / "workspaces" / "quickstart" / "hive.db"
     candidates = rows(db, "select id, verdict, verdict_reason from experiment where number > 1")
@@ -226,7 +226,7 @@ def test_an_llm_with_no_new_idea_is_an_outcome_not_a_crash(hive, tmp_path):
     edit = ("train.py\n<<<<<<< SEARCH\nLEARNING_RATE = 0.01\n=======\nLEARNING_RATE = 0.1\n>>>>>>> REPLACE\n")
     script.write_text(json.dumps({"proposer": [same], "coder": [edit]}))
     result = hive("start", str(PLAYBOOKS / "quickstart.yaml"), "--headless", "--max-experiments", "4",
-                  "-c", "strategist=llm", "-c", "scheduler.lookahead=0", "-c", "scheduler.slots=1",
+                  "-c", "strategist=llm", "-c", "coder=edits", "-c", "scheduler.lookahead=0", "-c", "scheduler.slots=1",
                   env={"HIVE_MODEL": f"scripted:{script}"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr

@@ -3,6 +3,7 @@
 from hive.playbook.globs import matches_any
 from hive.playbook.loader import check_against_source, load_playbook, parse_override
 from hive.playbook.schema import (
+    AgentCoderSpec,
     CONSTRAINT_RE,
     NAME_RE,
     Binding,
@@ -26,7 +27,7 @@ from hive.playbook.schema import (
     json_schema,
 )
 
-__all__ = ["CONSTRAINT_RE", "NAME_RE", "Binding", "Budget", "DockerExecutor", "EnvBinding", "Executor", "FileBinding",
+__all__ = ["AgentCoderSpec", "CONSTRAINT_RE", "NAME_RE", "Binding", "Budget", "DockerExecutor", "EnvBinding", "Executor", "FileBinding",
            "FlagBinding", "Knob", "LocalExecutor", "Models", "Objective", "Playbook", "Progress", "Resources", "RunSpec",
            "Scheduler", "ScoreSpec", "SlurmExecutor", "check_against_source", "json_schema", "load_playbook",
            "matches_any", "parse_override"]

@@ -11,7 +11,7 @@ from typing import Any
 # scheduler, executor, a run's timeout or resources) changes only how the campaign goes on
 RUN_AFFECTING = ("source", "ref", "editable", "protected", "setup", "run", "score", "objective", "knobs",
                  "knob_constraints")
-HOW_IT_RUNS = ("run.timeout", "run.resources", "run.max_log_mb")
+HOW_IT_RUNS = ("run.timeout", "run.resources", "run.max_log_mb", "run.smoke")  # the smoke test only gates
 
 
 @dataclass

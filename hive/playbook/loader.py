@@ -63,8 +63,9 @@ def _format_error(origin: str, exc: ValidationError) -> str:
     # a misspelled key explains the "missing" error that comes with it: name the typo first
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
-    loc = ".".join(_loc_part(p) for p in first["loc"]
-                   if not str(p).endswith("Binding") and p not in ("LocalExecutor", "DockerExecutor", "SlurmExecutor"))
+    loc = ".".join(_loc_part(p) for i, p in enumerate(first["loc"])
+                   if not str(p).endswith("Binding") and p not in ("LocalExecutor", "DockerExecutor", "SlurmExecutor")
+                   and not (i > 0 and first["loc"][i - 1] == "coder"))  # the coder's kind tag
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -75,7 +76,7 @@ def _format_error(origin: str, exc: ValidationError) -> str:
     elif first["type"] in ("model_type", "model_attributes_type", "dict_type"):
         msg = "must be a mapping of fields"
     elif first["type"] == "union_tag_invalid":
-        msg = msg.replace("Input tag", "kind").replace("does not match any of the expected tags:", "is not one of")
+        msg = msg.replace("Input tag", "kind").replace(" found using 'kind'", "").replace("does not match any of the expected tags:", "is not one of")
     extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     where = f"{loc}: " if loc else ""
     # one line, whatever odd key or value the file holds

@@ -89,6 +89,9 @@ class RunSpec(Strict):
     max_log_mb: float = Field(50, gt=0, description="a longer log keeps its first 1 MB and its last 4 MB")
     network: bool = Field(False, description="let a sandboxed run reach the network (off: no interface but loopback)")
     progress: Progress | None = Field(None, description="live progress from the log; runs clearly behind are pruned")
+    smoke: str | None = Field(None, min_length=1, description="a short version of the command (e.g. 20 steps) that the "
+                                                              "agentic coder runs to check its change, and Hive before "
+                                                              "the seeds")
 
     @field_validator("env", mode="before")
     @classmethod
@@ -195,6 +198,32 @@ class Models(Strict):
     timeout: float = Field(300, gt=0, description="seconds one LLM call may take")
 
 
+class AgentCoderSpec(Strict):
+    """The built-in agentic coder: one shell command per model turn in the worktree, then 'done'."""
+
+    kind: Literal["agent"] = "agent"
+    max_steps: int = Field(30, ge=1, description="model turns (commands) one coding or repair may take")
+    repair_attempts: int = Field(2, ge=0, description="times a crashed smoke run or seed goes back to the coder")
+    command_timeout: float = Field(300, gt=0, description="seconds one of its commands may run")
+    output_chars: int = Field(8000, ge=500, description="characters of a command's output shown (head and tail)")
+
+
+class EditsCoderSpec(Strict):
+    """One prompt with the editable files pasted in, answered with search/replace blocks (files over 60,000
+    characters cannot be edited this way)."""
+
+    kind: Literal["edits"]
+
+
+class KnobsCoderSpec(Strict):
+    """Rewrites the declared knobs' assignments (the knob strategists' coder)."""
+
+    kind: Literal["knobs"]
+
+
+CoderSpec = Annotated[Union[AgentCoderSpec, EditsCoderSpec, KnobsCoderSpec], Field(discriminator="kind")]
+
+
 class Budget(Strict):
     max_experiments: int | None = Field(None, ge=1)
     max_hours: float | None = Field(None, gt=0)
@@ -266,6 +295,8 @@ class Playbook(Strict):
     knobs: list[Knob] = Field(default_factory=list)
     knob_constraints: list[str] = Field(default_factory=list, description="expressions over knob names every "
                                         "configuration must satisfy before it runs, e.g. 'NUM_HEADS % NUM_KV_HEADS == 0'")
+    coder: CoderSpec | None = Field(None, description="agent | edits | knobs, or a mapping with kind: and its fields "
+                                                      "(default: agent with strategist llm, else knobs)")
     models: Models = Field(default_factory=Models)
     budget: Budget = Field(default_factory=Budget)
     executor: Executor = Field(default_factory=LocalExecutor)
@@ -276,6 +307,15 @@ class Playbook(Strict):
 
     # where the playbook was loaded from; the source folder resolves relative to it
     path: Path | None = Field(None, exclude=True)
+
+    @field_validator("coder", mode="before")
+    @classmethod
+    def _coder_by_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"kind": value}
+        if isinstance(value, dict) and "kind" not in value:  # `-c coder.max_steps=5` tunes the default coder
+            return {"kind": "agent", **value}
+        return value
 
     @model_validator(mode="after")
     def _check_names(self) -> "Playbook":
@@ -295,6 +335,8 @@ class Playbook(Strict):
         if max_seeds is not None and not self.objective.confirm_seeds <= max_seeds <= len(self.run.seeds):
             raise ValueError(f"objective.max_seeds ({max_seeds}) must be between confirm_seeds "
                              f"({self.objective.confirm_seeds}) and the number of run.seeds ({len(self.run.seeds)})")
+        if self.coder is not None and self.coder.kind == "knobs" and not self.knobs:
+            raise ValueError("coder: 'knobs' rewrites the declared knobs, but 'knobs' is empty")
         if "{harness}" in self.run.command:
             raise ValueError("run.command: {harness} is only for score.command (the run never sees the scorer)")
         return self
@@ -308,6 +350,13 @@ class Playbook(Strict):
         if self.objective.max_seeds:
             return self.objective.max_seeds
         return 1 if self.objective.confirm_seeds == 1 else len(self.run.seeds)
+
+    @property
+    def coder_spec(self) -> AgentCoderSpec | EditsCoderSpec | KnobsCoderSpec:
+        """The coder the campaign uses: `coder`, else the agent with an LLM strategist, else the knob rewriter."""
+        if self.coder is not None:
+            return self.coder
+        return AgentCoderSpec() if self.strategist == "llm" else KnobsCoderSpec(kind="knobs")
 
     def model_for(self, role: str) -> str | None:
         """The model configured for a role: `models.<role>`, else HIVE_MODEL, else None."""

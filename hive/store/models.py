@@ -1,4 +1,4 @@
-"""The tables: campaigns, experiments, runs (one per seed), events, llm calls, pull requests, lessons."""
+"""The tables: campaigns, experiments, runs (one per seed), events, llm calls, transcripts, pull requests, lessons."""
 
 from __future__ import annotations
 
@@ -140,6 +140,19 @@ class LlmCall(SQLModel, table=True):
     ok: bool = True
     error: str = Field(default="", sa_column=Column(Text))
     ts: datetime = Field(default_factory=now)
+
+
+class Transcript(SQLModel, table=True):
+    """Where one role's conversation of one experiment is saved (a JSONL file; hive/transcripts.py reads it)."""
+
+    __table_args__ = (UniqueConstraint("campaign_id", "experiment_number", "role"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    experiment_number: int
+    role: str  # proposer | coder | critic | an external agent's name
+    path: str = Field(default="", sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=now)
 
 
 class PullRequest(SQLModel, table=True):

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from hive.store.models import Campaign, Event, Experiment, Lesson, LlmCall, PullRequest, Run, now
+from hive.store.models import Campaign, Event, Experiment, Lesson, LlmCall, PullRequest, Run, Transcript, now
 
 T = TypeVar("T", bound=SQLModel)
 FINISHED = "done"
@@ -243,6 +243,28 @@ class Store:
                 q = q.where(LlmCall.experiment_number == experiment_number)
             row = s.exec(q).one()
         return {"calls": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "dollars": float(row[3])}
+
+    def ensure_transcript(self, campaign_id: int, experiment_number: int, role: str, path: str) -> Transcript:
+        """The row saying where a role's transcript of an experiment is (made on first use)."""
+        with self.session() as s:
+            row = s.exec(select(Transcript).where(Transcript.campaign_id == campaign_id, Transcript.role == role,
+                                                  Transcript.experiment_number == experiment_number)).first()
+        if row is not None:
+            return row
+        try:
+            return self.add(Transcript(campaign_id=campaign_id, experiment_number=experiment_number, role=role,
+                                       path=path))
+        except IntegrityError:  # another thread made it first
+            with self.session() as s:
+                return s.exec(select(Transcript).where(Transcript.campaign_id == campaign_id, Transcript.role == role,
+                                                       Transcript.experiment_number == experiment_number)).one()
+
+    def transcripts(self, campaign_id: int, experiment_number: int) -> Sequence[Transcript]:
+        """Every role's transcript of an experiment, by role."""
+        with self.session() as s:
+            return s.exec(select(Transcript).where(Transcript.campaign_id == campaign_id,
+                                                   Transcript.experiment_number == experiment_number)
+                          .order_by(col(Transcript.role))).all()
 
     def pull_requests(self, campaign_id: int, status: str | None = None) -> Sequence[PullRequest]:
         with self.session() as s:
