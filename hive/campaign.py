@@ -164,6 +164,7 @@ def open_campaign(playbook: Playbook, home: Path, name: str | None = None,
                            f"{playbook.objective.direction} {playbook.objective.metric}: its results would be judged "
                            f"the wrong way; start another campaign with --campaign NEW")
         if not created:
+            _check_knob_space(campaign, playbook)
             _check_changes(store, campaign, playbook, accept_changes, echo)
         retried = None if created else _retry_failed_baseline(store, campaign, playbook, root)
         baseline = workspace.create(playbook)
@@ -302,6 +303,21 @@ def _check_harness(campaign: Campaign, workspace: Workspace, playbook: Playbook,
                         f"{recorded[:12]}) no longer matches the hash recorded at its creation: its repo was changed; "
                         f"start a new campaign with --campaign NEW")
     return moved, digest
+
+
+def _check_knob_space(campaign: Campaign, playbook: Playbook) -> None:
+    """Refuse a knob whose kind (int, float, categorical) or choices changed: the campaign's search cannot go on."""
+    before = {k.get("name"): k for k in campaign.playbook.get("knobs") or [] if isinstance(k, dict)}
+    for i, knob in enumerate(playbook.knobs):
+        old = before.get(knob.name)
+        if old is None:
+            continue
+        was = f"{old.get('type')}" + (f" with choices {old.get('choices')}" if old.get("type") == "categorical" else "")
+        now_is = knob.type + (f" with choices {knob.choices}" if knob.type == "categorical" else "")
+        if was != now_is:
+            raise BadInput(f"knobs.{i}: campaign {campaign.name!r} searched knob {knob.name!r} as {was}, this playbook "
+                           f"makes it {now_is}: its search cannot go on with that (not even with --accept-changes); "
+                           f"give the knob a new name, or start over with --restart or --campaign NEW")
 
 
 def _check_changes(store: Store, campaign: Campaign, playbook: Playbook, accept: bool,

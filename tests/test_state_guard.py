@@ -78,7 +78,7 @@ def refused(result: subprocess.CompletedProcess, *names: str) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "internal error" not in lines[0] and "created" not in result.stderr
-    for name in names + ("hive start --restart",):
+    for name in names + ("--restart",):
         assert name in lines[0], lines[0]
     return lines[0]
 
@@ -191,3 +191,16 @@ def test_status_of_a_killed_driver_is_not_running(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "[running]" not in text and text.startswith("campaign tiny [stopped]")
     assert "paused (resumes on `hive start`): exp-1 (stopped while running)" in text
+
+
+def test_a_knob_that_changes_kind_on_resume_is_refused(campaign, capsys, tmp_path):
+    folder = campaign.parents[1]
+    for change in (["-c", "knobs.0.type=int"], ["-c", "knobs.0.type=int", "--accept-changes"],
+                   ["-c", "knobs.0.type=categorical", "-c", "knobs.0.choices=[0.1,0.5]"]):
+        line = refused(start_here(folder, capsys, *change), "knobs.0", "'X'", "as float")
+        assert "--accept-changes" in line
+    assert not (campaign / "logs" / "exp-3").exists()
+    # a categorical knob's choices are its kind too: the sampler cannot change them mid-search
+    write_tiny(tmp_path / "cat", PLAYBOOK.replace("type: float, low: 0, high: 1", "type: categorical, choices: [0.1, 0.5]"))
+    assert start_here(tmp_path / "cat", capsys, "--max-experiments", "1").returncode == 0
+    refused(start_here(tmp_path / "cat", capsys, "-c", "knobs.0.choices=[0.1,0.2]"), "with choices [0.1, 0.5]")
