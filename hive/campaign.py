@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from hive.agents.significance import keep_power, look_level, looks
 from hive.errors import BadInput, HiveError
 from hive.executors import make_executor, reap_leftovers
 from hive.executors.local import reap_orphans
@@ -41,6 +42,26 @@ def preflight(playbook: Playbook, here: bool = True) -> None:
                        f"or HIVE_MODEL")
     if playbook.executor.kind != "slurm":  # Slurm places GPUs itself
         check_resources(playbook.scheduler, playbook.run.resources, here)
+
+
+CLEAR_GAIN = 2.0  # a gain of twice the seed-to-seed noise: a change worth keeping that a campaign should find
+MIN_POWER = 0.5
+
+
+def validate_warnings(playbook: Playbook) -> list[str]:
+    """What is legal but likely a mistake: seeds and a test too few to keep even a clear gain (one line each)."""
+    warnings = []
+    obj = playbook.objective
+    at = looks(obj.confirm_seeds, playbook.max_seeds)
+    if playbook.max_seeds >= 2:
+        power, p = keep_power(obj.test, at, obj.alpha, CLEAR_GAIN)
+        if power < MIN_POWER:
+            warnings.append(
+                f"objective: underpowered: with at most {at[-1]} seed(s), the {obj.test} test at alpha {obj.alpha:g} "
+                f"keeps a gain of {CLEAR_GAIN:g} seed standard deviations only {power:.0%} of the time (its typical "
+                f"p-value is {p:.3g}, the level {look_level(obj.alpha, at):.3g}); give more run.seeds "
+                f"(objective.max_seeds) or a larger objective.alpha")
+    return warnings
 
 
 SETUP_DONE = ".setup-done"  # written once the playbook's setup command has succeeded

@@ -16,7 +16,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import typer
 
 from hive import __version__, prs, views
-from hive.campaign import preflight, restart_campaign, stop_campaign
+from hive.campaign import preflight, restart_campaign, stop_campaign, validate_warnings
 from hive.errors import BadInput, HiveError
 from hive.export import export, push
 from hive.export.results import results
@@ -70,8 +70,12 @@ def playbook_validate(file: Path = typer.Argument(..., help="playbook YAML"),
         if as_json:
             print(json.dumps({"file": str(file), "ok": False, "error": str(exc)}, indent=2))
         raise
+    warnings = validate_warnings(pb)
     summary = {"file": str(file), "name": pb.name, "ok": True, "strategist": pb.strategist, "knobs": len(pb.knobs),
-               "executor": pb.executor.kind, "metric": pb.objective.metric, "direction": pb.objective.direction}
+               "executor": pb.executor.kind, "metric": pb.objective.metric, "direction": pb.objective.direction,
+               "warnings": warnings}
+    for warning in warnings if not as_json else []:
+        print(f"warning: {warning}", file=sys.stderr)
     _emit(summary, as_json, f"{file}: ok ({pb.name}: {pb.objective.direction} {pb.objective.metric}, "
                             f"{len(pb.knobs)} knob(s), strategist {pb.strategist}, executor {pb.executor.kind})")
 

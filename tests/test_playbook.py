@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from hive.agents.significance import keep_power, looks
 from hive.errors import BadInput
 from hive.knobs import top_level_assignments
 from hive.playbook import load_playbook, matches_any
-from tests.conftest import PLAYBOOKS
+from hive.playbook.changes import playbook_changes
+from tests.conftest import PLAYBOOKS, run_hive
 
 GOOD = textwrap.dedent("""
     name: demo
@@ -139,8 +142,6 @@ def test_top_level_assignments_ignore_nested():
 
 
 def test_playbook_changes_say_which_fields_change_what_runs_measure():
-    from hive.playbook.changes import playbook_changes
-
     old = {"description": "a", "budget": {"max_experiments": 5}, "run": {"command": "python t.py", "timeout": 60,
            "seeds": [1, 2]}, "knobs": [{"name": "LR"}], "objective": {"alpha": 0.01}, "rules": ""}
     new = {"description": "b", "budget": {"max_experiments": 9}, "run": {"command": "python t.py --x", "timeout": 90,
@@ -149,3 +150,23 @@ def test_playbook_changes_say_which_fields_change_what_runs_measure():
     assert changes == {"description": False, "budget.max_experiments": False, "run.command": True,
                        "run.timeout": False, "run.seeds": True, "knobs": True, "objective.alpha": True, "rules": False}
     assert playbook_changes(old, old) == []
+
+
+def test_validate_warns_when_the_seeds_and_test_cannot_keep_a_clear_gain(tmp_path):
+    """Two seeds at alpha 0.05 keep a gain of 2 seed-sd a third of the time: validate says so (still valid, exit 0);
+    the shipped quickstart's seeds are enough and get no warning."""
+    two = ["-c", "run.seeds=[1,2]", "-c", "objective.confirm_seeds=2", "-c", "objective.alpha=0.05"]
+    fixture = str(Path(__file__).parent / "fixtures" / "charflags.yaml")
+    proc = run_hive("playbook", "validate", fixture, *two, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    power, p = keep_power("paired", looks(2, 2), 0.05, 2.0)
+    assert power < 0.5 and p > 0.05  # the typical p of a clear gain does not even reach alpha
+    assert proc.stderr.startswith("warning: objective: underpowered: with at most 2 seed(s), the paired test at "
+                                  f"alpha 0.05 keeps a gain of 2 seed standard deviations only {power:.0%}")
+    data = json.loads(run_hive("playbook", "validate", fixture, *two, "--json", cwd=tmp_path).stdout)
+    assert len(data["warnings"]) == 1 and "underpowered" in data["warnings"][0]
+    enough = json.loads(run_hive("playbook", "validate", fixture, "--json", cwd=tmp_path).stdout)
+    assert enough["warnings"] == []
+    # the computation tracks what the critic does: more seeds or a larger alpha give more power
+    assert keep_power("paired", looks(3, 5), 0.05, 2.0)[0] > keep_power("paired", looks(2, 2), 0.05, 2.0)[0]
+    assert keep_power("welch", looks(2, 2), 0.01, 2.0)[0] < keep_power("welch", looks(2, 2), 0.05, 2.0)[0]

@@ -78,3 +78,17 @@ def look_level(alpha: float, at: tuple[int, ...]) -> float:
         t = sample.mean(axis=1) / (sample.std(axis=1, ddof=1) / math.sqrt(n))
         smallest = np.minimum(smallest, stats.t.sf(t, n - 1))
     return float(np.quantile(smallest, alpha))
+
+
+def keep_power(test: str, at: tuple[int, ...], alpha: float, effect: float) -> tuple[float, float]:
+    """How often a candidate whose true gain is `effect` seed standard deviations is kept by the last look, and
+    the p-value its typical seeds give there: (power, p). Non-central t at the last look, with the sequential
+    level; for "welch" the seeds are unpaired n against n, for "paired" the sd is that of per-seed differences."""
+    n = at[-1]
+    level = look_level(alpha, at)
+    if test == "welch":
+        df, ncp = 2 * n - 2, effect * math.sqrt(n / 2)
+    else:
+        df, ncp = n - 1, effect * math.sqrt(n)
+    critical = stats.t.isf(level, df)
+    return float(stats.nct.sf(critical, df, ncp)), float(stats.t.sf(ncp, df))
