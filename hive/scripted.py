@@ -7,7 +7,8 @@ entry may carry `"when": "text"`: it is only chosen for a request whose messages
 entry is preferred over entries without `when`; and `"turn": N`: only chosen for the N-th model turn of a
 conversation (a request with N - 1 assistant messages), so a multi-turn agent's script does not depend on the
 order in which concurrent conversations ask.
-Entries are used in order, cycling; the role comes from the `X-Hive-Role` header (or a `ROLE: name` first line).
+Entries are used in order, cycling; the role comes from the `X-Hive-Role` header, else the request's model when
+it names a role of the script (an agent CLI given the model `openai/coder`), else a `ROLE: name` first line.
 Select it with `HIVE_MODEL=scripted:<name-or-path>`; run it alone with `python -m hive.scripted FILE --port N`.
 """
 
@@ -76,9 +77,11 @@ class ScriptedModel:
         return None
 
 
-def _role(headers: Any, messages: list[dict[str, Any]]) -> str:
+def _role(headers: Any, messages: list[dict[str, Any]], model: str = "", roles: Any = ()) -> str:
     if headers.get("X-Hive-Role"):
         return headers["X-Hive-Role"]
+    if model.rsplit("/", 1)[-1] in roles:  # an agent CLI told the model "coder" (it sends no Hive header)
+        return model.rsplit("/", 1)[-1]
     for message in messages:
         found = ROLE_LINE.match(str(message.get("content") or ""))
         if found:
@@ -108,7 +111,7 @@ def _handler(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
                 return
             request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
             messages = request.get("messages") or []
-            role = _role(self.headers, messages)
+            role = _role(self.headers, messages, str(request.get("model") or ""), model.script)
             text = "\n".join(str(m.get("content") or "") for m in messages)
             model.requests.append({"role": role, "model": request.get("model"), "messages": messages, "text": text})
             turn = 1 + sum(1 for m in messages if m.get("role") == "assistant")

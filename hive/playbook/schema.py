@@ -276,6 +276,28 @@ class Scheduler(Strict):
     starvation_limit: int = Field(8, ge=0, description="how often smaller runs may overtake a waiting larger one")
 
 
+class CommandCoderSpec(Strict):
+    """An agent CLI as the coder: a preset (mini-swe-agent, aider, codex, claude-code) or a full command template."""
+
+    kind: Literal["command"] = "command"
+    preset: Literal["mini-swe-agent", "aider", "codex", "claude-code"] | None = Field(
+        None, description="an agent CLI Hive knows how to run (README: the command line of each)")
+    command: str | None = Field(None, min_length=1, description="a bash command template instead of a preset: "
+                                "{task} {task_file} {model} {api_base} {out} {files} are filled in, quoted")
+    cli: str | None = Field(None, min_length=1, description="the preset's executable, if not on PATH by its name")
+    model: str | None = Field(None, description="the model the CLI is told (default models.coder, else HIVE_MODEL)")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="the one variable with a key the CLI gets (default: models.api_key_env, "
+                                                "else the preset's own, e.g. ANTHROPIC_API_KEY for claude-code)")
+    timeout: float = Field(1800, gt=0, description="seconds the CLI may run for one experiment")
+
+    @model_validator(mode="after")
+    def _preset_or_command(self) -> "CommandCoderSpec":
+        if (self.preset is None) == (self.command is None):
+            raise ValueError("give coder.preset or coder.command (one of them)")
+        return self
+
+
 class Playbook(Strict):
     name: str = Field(..., pattern=NAME_RE, description="campaign name (letters, digits, . _ -)")
     description: str = ""
