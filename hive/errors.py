@@ -13,6 +13,10 @@ class EditRejected(HiveError):
     """A proposed change cannot be applied or touches files it must not."""
 
 
+class RunTimedOut(HiveError):
+    """A run passed its wall-clock limit (`run.timeout`) and the executor killed it; the seed's outcome is 'timeout'."""
+
+
 class BudgetExhausted(HiveError):
     """The campaign's experiment, time or dollar budget is spent."""
 

@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from hive.errors import RunTimedOut
 from hive.executors.base import Executor, RunRequest, RunResult, scrubbed_environment
 from hive.invocation import Invocation, expand, invocation
 from hive.logs import append_log, cap_log, log_tail, not_own_file, open_log, write_log
@@ -35,6 +36,16 @@ class SeedOutcome:
 
 def _out_of_memory(result: RunResult, tail: str) -> bool:
     return any(sign in tail for sign in OOM_SIGNS) or (result.exit_code == -9 and not result.timed_out)
+
+
+def _failure(result: RunResult, log_path: Path) -> str:
+    """Why a run that ended by itself failed ("" if it exited 0); RunTimedOut if the executor killed it at its limit."""
+    if result.timed_out:
+        raise RunTimedOut(result.error or "killed at its time limit")
+    if result.exit_code == 0:
+        return ""
+    why = result.error or f"exit code {result.exit_code}"
+    return f"out of memory ({why})" if _out_of_memory(result, log_tail(log_path)) else why
 
 
 def follow(executor: Executor, request: RunRequest, cancel: threading.Event | None,
@@ -156,12 +167,11 @@ class Runner:
             return SeedOutcome("cancelled", {}, result, log_path, "cancelled", run)
         if tampered:
             return SeedOutcome("tampered", {}, result, log_path, tampered, run)
-        if result.timed_out:
-            return SeedOutcome("timeout", {}, result, log_path, result.error, run)
-        if result.exit_code != 0:
-            why = result.error or f"exit code {result.exit_code}"
-            if _out_of_memory(result, log_tail(log_path)):
-                why = f"out of memory ({why})"
+        try:
+            why = _failure(result, log_path)
+        except RunTimedOut as exc:  # recorded as the seed's outcome, like every meaning-carrying stop
+            return SeedOutcome("timeout", {}, result, log_path, str(exc), run)
+        if why:
             return SeedOutcome("failed", {}, result, log_path, why, run)
         log_text = log_tail(log_path, PARSE_TAIL_BYTES)
         metrics = read_metrics(log_text, run_dir, pb.objective.metrics_regex)
