@@ -76,6 +76,15 @@ def utilisation(spans: list[Span], n_gpus: int) -> dict:
             "wall_seconds": wall, "busy_gpu_seconds": busy}
 
 
+async def feed(jobs: list, queued: asyncio.Semaphore, run) -> None:  # noqa: ANN001
+    """Start `run(i, job)` for each job as the driver would: only while fewer than the semaphore's depth wait."""
+    tasks = []
+    for i, job in enumerate(jobs):
+        await queued.acquire()
+        tasks.append(asyncio.create_task(run(i, job)))
+    await asyncio.gather(*tasks)
+
+
 async def run_hive(jobs: list[Job], n_gpus: int, starvation_limit: int) -> list[Span]:
     scheduler = Scheduler(SimulatedInventory(n_gpus), starvation_limit=starvation_limit)
     spans: list[Span] = []
@@ -90,11 +99,7 @@ async def run_hive(jobs: list[Job], n_gpus: int, starvation_limit: int) -> list[
         finally:
             queued.release()
 
-    tasks = []
-    for i, job in enumerate(jobs):
-        await queued.acquire()
-        tasks.append(asyncio.create_task(run(i, job)))
-    await asyncio.gather(*tasks)
+    await feed(jobs, queued, run)
     return spans
 
 
@@ -132,11 +137,7 @@ async def run_small(jobs: list[SmallJob], n_gpus: int, packed: bool) -> tuple[li
         finally:
             queued.release()
 
-    tasks = []
-    for i, job in enumerate(jobs):
-        await queued.acquire()
-        tasks.append(asyncio.create_task(run(i, job)))
-    await asyncio.gather(*tasks)
+    await feed(jobs, queued, run)
     return spans, most[0]
 
 
