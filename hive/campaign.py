@@ -84,7 +84,9 @@ class CampaignLock:
             self._fh.seek(0)
             holder = self._fh.read().strip() or "another process"
             self._fh.close()
-            raise HiveError(f"campaign is already running (held by pid {holder}); attach with `hive tui`") from None
+            name = self.path.parent.name
+            raise HiveError(f"campaign {name} is already running (held by pid {holder}); attach with "
+                            f"`hive tui --campaign {name}`") from None
         self._fh.seek(0)
         self._fh.truncate()
         self._fh.write(str(os.getpid()))

@@ -38,6 +38,14 @@ app.add_typer(export_app, name="export")
 WorkspacesOpt = typer.Option(None, "--workspaces", help="where campaigns live (default: $HIVE_HOME or ./workspaces)")
 JsonOpt = typer.Option(False, "--json", help="print JSON instead of a table")
 OverrideOpt = typer.Option(None, "-c", "--config", help="override a playbook field: key.path=value (repeatable)")
+CampaignOpt = typer.Option(None, "--campaign", help="campaign name (the same as giving it first)")
+
+
+def _one_campaign(positional: Optional[str], option: Optional[str]) -> Optional[str]:
+    """The campaign a command names, first or with --campaign (both: they must agree)."""
+    if positional and option and positional != option:
+        raise BadInput(f"--campaign: {option!r} and CAMPAIGN {positional!r} name two campaigns; give one")
+    return positional or option
 
 
 def _version(value: bool) -> None:
@@ -134,8 +142,10 @@ def _valid_name(name: str) -> bool:
 
 @app.command()
 def status(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
-           as_json: bool = JsonOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
+           as_json: bool = JsonOpt, campaign_opt: Optional[str] = CampaignOpt,
+           workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Show a campaign's state: best, budget used, experiments by verdict, what is in flight."""
+    campaign = _one_campaign(campaign, campaign_opt)
     store, camp = views.load(home_dir(workspaces), campaign)
     _emit(views.status_data(store, camp), as_json, views.status_text(store, camp))
 
@@ -143,8 +153,9 @@ def status(campaign: Optional[str] = typer.Argument(None, help="campaign name (d
 @app.command()
 def leaderboard(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
                 limit: int = typer.Option(20, "--limit", min=1), as_json: bool = JsonOpt,
-                workspaces: Optional[Path] = WorkspacesOpt) -> None:
+                campaign_opt: Optional[str] = CampaignOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """The best experiments by the objective's metric (mean over seeds)."""
+    campaign = _one_campaign(campaign, campaign_opt)
     store, camp = views.load(home_dir(workspaces), campaign)
     board = views.leaderboard_data(store, camp, limit)
     _emit(board, as_json, views.leaderboard_text(camp, board))
@@ -189,8 +200,9 @@ def show(experiment: str = typer.Argument(..., help="experiment number (7 or exp
 @app.command()
 def stop(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
          wait: float = typer.Option(120.0, "--wait", min=0, help="seconds to wait for it to finish stopping"),
-         workspaces: Optional[Path] = WorkspacesOpt) -> None:
+         campaign_opt: Optional[str] = CampaignOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Stop a running campaign cleanly from another terminal (like Ctrl-C: runs cancelled, records kept)."""
+    campaign = _one_campaign(campaign, campaign_opt)
     def tick() -> None:
         print(".", end="", file=sys.stderr, flush=True)
 
@@ -203,8 +215,9 @@ def stop(campaign: Optional[str] = typer.Argument(None, help="campaign name (def
 
 @app.command("tui")
 def tui_command(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
-                workspaces: Optional[Path] = WorkspacesOpt) -> None:
+                campaign_opt: Optional[str] = CampaignOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """Watch a running or finished campaign live, open its experiments, review its pull requests."""
+    campaign = _one_campaign(campaign, campaign_opt)
     from tui.app import HiveApp  # textual costs a second: only the commands that draw pay it
 
     home = home_dir(workspaces)
@@ -215,8 +228,9 @@ def tui_command(campaign: Optional[str] = typer.Argument(None, help="campaign na
 @app.command()
 def gpus(campaign: Optional[str] = typer.Argument(None, help="campaign whose running seeds hold devices (default: the only one)"),
          simulate_gpus: Optional[int] = typer.Option(None, "--simulate-gpus", min=1, help="show N simulated GPUs"),
-         as_json: bool = JsonOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
+         as_json: bool = JsonOpt, campaign_opt: Optional[str] = CampaignOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """The machine's GPUs (or CPU slots): memory, utilisation, and which runs of a campaign hold them."""
+    campaign = _one_campaign(campaign, campaign_opt)
     data = views.gpus_data(home_dir(workspaces), campaign, simulate_gpus)
     lines = []
     if data["devices"]:
@@ -236,14 +250,6 @@ def gpus(campaign: Optional[str] = typer.Argument(None, help="campaign whose run
 
 
 PrCampaignOpt = typer.Option(None, "--campaign", help="campaign name (default: the only one)")
-CampaignOpt = typer.Option(None, "--campaign", help="campaign name (the same as giving it first)")
-
-
-def _one_campaign(positional: Optional[str], option: Optional[str]) -> Optional[str]:
-    """The campaign a command names, first or with --campaign (both: they must agree)."""
-    if positional and option and positional != option:
-        raise BadInput(f"--campaign: {option!r} and CAMPAIGN {positional!r} name two campaigns; give one")
-    return positional or option
 
 
 def _pr_campaign(workspaces: Optional[Path], campaign: Optional[str]):  # noqa: ANN202
@@ -255,8 +261,10 @@ def _pr_campaign(workspaces: Optional[Path], campaign: Optional[str]):  # noqa: 
 @pr_app.command("list")
 def pr_list(campaign: Optional[str] = typer.Argument(None, help="campaign name (default: the only one)"),
             status: Optional[str] = typer.Option(None, "--status", help="only open, approved or rejected ones"),
-            as_json: bool = JsonOpt, workspaces: Optional[Path] = WorkspacesOpt) -> None:
+            as_json: bool = JsonOpt, campaign_opt: Optional[str] = CampaignOpt,
+           workspaces: Optional[Path] = WorkspacesOpt) -> None:
     """The campaign's pull requests, one per kept experiment."""
+    campaign = _one_campaign(campaign, campaign_opt)
     store, camp, _ = _pr_campaign(workspaces, campaign)
     rows = prs.list_prs(store, camp.id, status)
     text = "\n".join([f"{'#':>3}  {'status':<9} {'exp':>5} {'on':>4}  title"] +

@@ -108,7 +108,8 @@ async def drive(ctx: CampaignContext) -> str:
     if ctx.stop.is_set():
         return "stopped"
     if baseline.verdict == "crash":
-        raise HiveError(f"the baseline failed: {baseline.verdict_reason} (see `hive show 1 --log`); `hive start` "
+        raise HiveError(f"the baseline failed: {baseline.verdict_reason} (see `hive show 1 --log --campaign "
+                        f"{ctx.name}`); `hive start` "
                         f"runs it again once the playbook's run, score or setup changes, or `hive start --restart` "
                         f"starts the campaign over")
     graph = flow.build()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -146,3 +147,28 @@ def test_resuming_with_a_changed_run_command_is_refused_unless_accepted_and_cosm
     # the accepted playbook is the stored one from here on: the same start again changes nothing
     again = run_hive(*base, "-c", "run.seeds=[6,5,4,3,2,1]", cwd=root)
     assert again.returncode == 0 and "playbook changed" not in again.stderr, again.stderr
+
+
+def test_every_command_takes_campaign_the_same_way(baseline_only, tmp_path):
+    """With two campaigns in one place, each command takes --campaign NAME (and the name first where it did);
+    without one it says how to name one; two different names are refused."""
+    root, first = baseline_only
+    assert first.returncode == 0
+    shutil.copytree(root / "workspaces", tmp_path / "workspaces")
+    other = run_hive("start", QUICK, "--headless", "--campaign", "other", "--max-experiments", "1",
+                     "-c", "run.seeds=[1]", "-c", "objective.confirm_seeds=1", cwd=tmp_path)
+    assert other.returncode == 0, other.stderr
+    commands = [["status", "--json"], ["leaderboard", "--json"], ["pr", "list", "--json"], ["gpus", "--json"],
+                ["show", "1", "--json"], ["export", "results", "--json"]]
+    for command in commands:
+        picked = run_hive(*command, "--campaign", "other", cwd=tmp_path)
+        assert picked.returncode == 0, (command, picked.stderr)
+        if command[0] not in ("status", "pr"):
+            continue  # one message, from one place: two commands show it
+        unnamed = run_hive(*command, cwd=tmp_path)
+        assert unnamed.returncode == 2 and "--campaign: name a campaign, e.g. --campaign" in unnamed.stderr, command
+    assert json.loads(run_hive("status", "--campaign", "other", "--json", cwd=tmp_path).stdout)["campaign"] == "other"
+    both = run_hive("status", "quickstart", "--campaign", "other", cwd=tmp_path)
+    assert both.returncode == 2 and "name two campaigns" in both.stderr
+    same = run_hive("leaderboard", "other", "--campaign", "other", "--json", cwd=tmp_path)
+    assert same.returncode == 0 and json.loads(same.stdout)["campaign"] == "other"

@@ -66,12 +66,13 @@ def find_campaign(home: Path, name: str | None) -> tuple[Store, Campaign]:
     valid = ", ".join(names) or "none yet; `hive start PLAYBOOK` creates one"
     if name is None:
         if len(names) != 1:
-            raise BadInput(f"CAMPAIGN: name a campaign (known: {valid})")
+            raise BadInput(f"--campaign: name a campaign, e.g. --campaign {names[0] if names else 'NAME'} "
+                           f"(known: {valid})")
         name = names[0]
     if name not in names:
-        raise BadInput(f"CAMPAIGN: no campaign {name!r} under {home} (known: {valid})")
+        raise BadInput(f"--campaign: no campaign {name!r} under {home} (known: {valid})")
     store = store or open_store(home, name)
     campaign = store.campaign(name)
     if campaign is None:
-        raise BadInput(f"CAMPAIGN: no campaign {name!r} in the store")
+        raise BadInput(f"--campaign: no campaign {name!r} in the store")
     return store, campaign
