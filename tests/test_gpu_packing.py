@@ -140,8 +140,21 @@ def test_max_runs_per_gpu_caps_a_device_with_memory_to_spare():
     per_device = defaultdict(int)
     for lease in placed:
         per_device[lease.devices[0]] += 1
-    assert dict(per_device) == {0: 3, 1: 3}  # the first device fills to the cap before the second is touched
+    assert dict(per_device) == {0: 3, 1: 3}
+    assert [lease.devices[0] for lease in placed] == [0, 1, 0, 1, 0, 1]  # spread before they stack
     assert scheduler.capacity(gpu_memory_mb=1000) == 6
+
+
+def test_shares_spread_over_gpus_before_they_stack_then_go_where_most_memory_is_left():
+    inventory = SimulatedInventory(3, memory_mb=81920, external={2: (30000, 0)})  # a stranger holds 30 GB of GPU 2
+    scheduler = Scheduler(inventory)
+    first = [scheduler.try_acquire(f"r{i}", gpu_memory_mb=20000).devices[0] for i in range(3)]
+    assert first == [0, 1, 2]  # one run on each GPU while any GPU has none of ours
+    # then the fewest of ours, the most headroom: GPU 2 has 31920 MB of room, GPUs 0 and 1 have 61920
+    more = [scheduler.try_acquire(f"r{i}", gpu_memory_mb=20000).devices[0] for i in range(3, 6)]
+    assert more == [0, 1, 2]
+    assert scheduler.try_acquire("r6", gpu_memory_mb=20000).devices == [0]  # GPU 2 is full: 11920 MB left
+    assert scheduler.snapshot()["devices"][2]["headroom_mb"] == 81920 - 30000 - 2 * 20000
 
 
 def test_a_fraction_of_a_gpu_is_that_share_of_its_memory():

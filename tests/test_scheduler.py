@@ -52,9 +52,11 @@ def test_random_concurrent_workload_never_shares_a_device():
             assert not set(lease.devices) & set(in_use), f"{name} got {lease.devices} while {in_use} are leased"
             in_use.update({d: name for d in lease.devices})
             placed.append(name)
-            await asyncio.sleep(seconds)
-            for d in lease.devices:
-                del in_use[d]
+            try:
+                await asyncio.sleep(seconds)
+            finally:  # a run cancelled while it runs gives its devices back (the lease's exit does): so does the record
+                for d in lease.devices:
+                    del in_use[d]
 
     async def main() -> None:
         tasks = []

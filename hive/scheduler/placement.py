@@ -127,13 +127,14 @@ class Placement:
                 and self.headroom_mb(device) >= max(ask.reserve_mb(device.total_mb), ask.min_free_mb))
 
     def choose(self, ask: GpuAsk) -> list[Device]:
-        """The devices the ask takes now, or [] if it does not fit: whole ones by index, a share best-fit."""
+        """The devices the ask takes now, or [] if it does not fit: whole ones by index, a share spread first."""
         if ask.whole:
             free = [d for d in self.devices if self.whole_fits(d, ask)]
             return free[:ask.whole] if len(free) >= ask.whole else []
         fits = [d for d in self.devices if self.share_fits(d, ask)]
-        # devices already shared first, then the tightest: whole devices stay free for runs that need them
-        fits.sort(key=lambda d: (self.held(d.index).empty, self.headroom_mb(d), d.index))
+        # shares spread over GPUs before they stack (a run beside fewer of ours computes faster), then the most
+        # headroom and the least busy: a campaign's runs all ask alike, so an idle GPU kept whole would only idle
+        fits.sort(key=lambda d: (len(self.held(d.index).shares), -self.headroom_mb(d), d.utilisation, d.index))
         return fits[:1]
 
     def capacity(self, ask: GpuAsk) -> int:
