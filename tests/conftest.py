@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,20 @@ def wait_still(path: Path, quiet: float = 0.4, limit: float = 10.0) -> bool:
 
 # a process that appends a byte to the file named by argv[1] every 20 ms until killed
 HEARTBEAT = "import sys, time\nwhile True:\n    open(sys.argv[1], 'a').write('.')\n    time.sleep(0.02)\n"
+
+
+@pytest.fixture
+def quick(tmp_path):
+    """The quickstart playbook on a copy of its source, and its created campaign workspace (no store)."""
+    from hive.playbook import load_playbook
+    from hive.workspace import Workspace
+
+    src = tmp_path / "src"
+    shutil.copytree(PLAYBOOKS / "quickstart", src)
+    pb = load_playbook(PLAYBOOKS / "quickstart.yaml", [f"source={src}"])
+    ws = Workspace(tmp_path / "ws", "quickstart")
+    ws.create(pb)
+    return pb, ws
 
 
 @pytest.fixture

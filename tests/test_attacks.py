@@ -15,24 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from hive import sandbox, views
 from hive.campaign import open_campaign
 from hive.executors import LocalExecutor
-from hive.playbook import load_playbook
-from hive import sandbox, views
 from hive.logs import log_tail
 from hive.runner import Runner
 from hive.workspace import Workspace, content_hash
-from tests.conftest import PLAYBOOKS, wait_still
-
-
-@pytest.fixture
-def quick(tmp_path):
-    src = tmp_path / "src"
-    shutil.copytree(PLAYBOOKS / "quickstart", src)
-    pb = load_playbook(PLAYBOOKS / "quickstart.yaml", [f"source={src}"])
-    ws = Workspace(tmp_path / "ws", "quickstart")
-    ws.create(pb)
-    return pb, ws
+from tests.conftest import wait_still
 
 
 def attack_commit(ws: Workspace, number: int, code: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from hive.executors import LocalExecutor
-from hive.playbook import load_playbook
 from hive.runner import Runner
 from hive.workspace import Workspace
 from tests.conftest import PLAYBOOKS, pg_url
@@ -56,16 +54,6 @@ def test_every_kind_of_faulty_run_is_recorded_and_the_campaign_goes_on(hive, tmp
     assert not list(root.glob("logs/**/*.pid")), "nothing is left running"
     status = json.loads(hive("status", "--json").stdout)
     assert status["status"] == "finished"
-
-
-@pytest.fixture
-def quick(tmp_path):
-    src = tmp_path / "src"
-    shutil.copytree(PLAYBOOKS / "quickstart", src)
-    pb = load_playbook(PLAYBOOKS / "quickstart.yaml", [f"source={src}"])
-    ws = Workspace(tmp_path / "ws", "quickstart")
-    ws.create(pb)
-    return pb, ws
 
 
 def _commit(ws: Workspace, number: int, edit) -> str:  # noqa: ANN001
