@@ -38,6 +38,9 @@ def open_log(path: str | Path, mode: str = "rb"):  # noqa: ANN201  (a binary fil
     LinkedLog when the path (or its folder) is a link or a hard link, so Hive never reads or writes a user's file
     through a run's planted link.
     """
+    folder = Path(path).parent
+    if os.path.realpath(folder) != os.path.abspath(folder):  # an unlink or create there would land elsewhere
+        raise LinkedLog(f"{folder} is reached through a symbolic link")
     if mode == "wb":
         try:
             os.unlink(path)  # removes a planted link itself, never what it points to
@@ -63,6 +66,17 @@ def open_log(path: str | Path, mode: str = "rb"):  # noqa: ANN201  (a binary fil
             os.close(fd)
             why = f"{path} is not a plain file of its own"
     raise LinkedLog(why)
+
+
+def own_folder(folder: Path, root: Path) -> Path:
+    """Make `folder` (inside `root`) a real folder: every link on the way down from `root` is removed, not followed."""
+    here = Path(root)
+    for part in Path(folder).relative_to(root).parts:
+        here = here / part
+        if here.is_symlink():
+            here.unlink()
+        here.mkdir(exist_ok=True)
+    return Path(folder)
 
 
 def write_log(path: Path, text: str) -> None:
@@ -103,7 +117,11 @@ def log_tail(path: str | Path, limit: int | None = LOG_TAIL_BYTES, missing: str 
 
 def append_log(path: Path, text: str) -> None:
     """Add Hive's own lines (a stop reason, the scorer's output) to the end of a run's log."""
-    with open_log(path, "ab") as log:
+    try:
+        log = open_log(path, "ab")
+    except LinkedLog:  # dropped, never written through a link (the runner records the link as tampering)
+        return
+    with log:
         log.write(text.encode())
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from hive.errors import RunTimedOut
 from hive.executors.base import Executor, RunRequest, RunResult, scrubbed_environment
 from hive.invocation import Invocation, expand, invocation
-from hive.logs import append_log, cap_log, log_tail, not_own_file, open_log, write_log
+from hive.logs import append_log, cap_log, log_tail, not_own_file, open_log, own_folder, write_log
 from hive.objective import read_metrics
 from hive.playbook import Playbook
 from hive.progress import ProgressWatch
@@ -136,7 +136,7 @@ class Runner:
         pb = self.playbook
         run_dir = self.workspace.run_dir(number, seed, commit)
         log_path = self.workspace.logs / f"exp-{number}" / f"seed-{seed}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        own_folder(log_path.parent, self.workspace.root)  # a link a run left there is removed, not followed
         run = invocation(pb, self.workspace.repo_dir, run_dir, seed)
         # the log says first what ran, so a reader of the log alone can reproduce it
         write_log(log_path, f"[hive] $ {run.shell_line()}\n")
@@ -155,6 +155,7 @@ class Runner:
         # a link (or a hard link) put where the log is: never followed; the log is started again and says why
         linked = not_own_file(log_path)
         if linked:
+            own_folder(log_path.parent, self.workspace.root)
             write_log(log_path, f"[hive] {linked}: the run's log was replaced (not followed, not kept)\n")
         cap_log(log_path, pb.run.max_log_mb)
         # a run must only write inside its own folder: writes into the campaign repo are caught here

@@ -319,3 +319,23 @@ def test_auto_falls_back_to_none_with_one_warning_line(quick, tmp_path, monkeypa
             ctx.close()
     finally:
         sandbox.probe.cache_clear()
+
+
+def test_a_log_folder_replaced_by_a_link_is_never_written_through(quick, tmp_path):
+    pb, ws = quick
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "seed-1.log").write_text("the user's file\n")
+    (victim / "seed-1.score.log").write_text("the user's other file\n")
+    code = (f"import os, shutil\nshutil.move('../../../logs/exp-2', {str(tmp_path / 'moved')!r})\n"
+            f"os.symlink({str(victim)!r}, '../../../logs/exp-2')\n")
+    runner = Runner(pb, ws, LocalExecutor(sandbox="none"))
+    outcome = runner.run_seed(2, 1, attack_commit(ws, 2, code))
+    assert outcome.status == "tampered" and "symbolic link" in outcome.error
+    assert (victim / "seed-1.log").read_text() == "the user's file\n"
+    assert (victim / "seed-1.score.log").read_text() == "the user's other file\n"
+    assert not (ws.logs / "exp-2").is_symlink() and "replaced" in (ws.logs / "exp-2" / "seed-1.log").read_text()
+    # a link left there before a run starts is removed, not followed
+    (ws.logs / "exp-3").symlink_to(victim)
+    clean = runner.run_seed(3, 1, attack_commit(ws, 3, "pass"))
+    assert clean.status == "ok" and (victim / "seed-1.log").read_text() == "the user's file\n"

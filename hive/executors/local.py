@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from hive.executors.base import RunRequest, RunResult, stop_reason
-from hive.logs import append_log, open_log, write_log
+from hive.logs import LinkedLog, append_log, open_log, write_log
 from hive.sandbox import Policy, Sandbox, gpu_nodes
 
 KILL_GRACE_SECONDS = 3.0
@@ -90,7 +90,10 @@ class LocalExecutor:
                 if info_write is not None:
                     os.close(info_write)
             # if Hive dies, the next start finds this file and kills what is left of the run
-            write_log(pid_file, str(proc.pid))
+            try:
+                write_log(pid_file, str(proc.pid))
+            except LinkedLog:
+                pass  # a link put there is the run's doing: its mark still finds what is left of it
             status, rusage, timed_out, cancelled = self._wait(proc, started + request.timeout, cancel)
         wall = time.monotonic() - started
         # leftovers the command started in the background die with it
