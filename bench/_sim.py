@@ -14,6 +14,7 @@ from typing import Callable
 
 from hive.agents.base import Verdict
 from hive.agents.critic import Critic, SeedResult
+from hive.agents.significance import POOL_MAX_DF, pool_noise
 
 
 @dataclass
@@ -56,8 +57,13 @@ class Judged:
 
 def judge_sequentially(critic: Critic, seeds: list[int], draw: Callable[[int], float],
                        reference: dict[int, float], draw_reference: Callable[[int], float],
-                       reference_number: int = 1, metric: str = "score") -> Judged:
-    """Run seeds one at a time while the critic asks for more; `reference` gains the seeds it had to run."""
+                       reference_number: int = 1, metric: str = "score",
+                       pool: list[list[float]] | None = None) -> Judged:
+    """Run seeds one at a time while the critic asks for more; `reference` gains the seeds it had to run.
+
+    With `pool` (the campaign's earlier paired differences, one list per experiment), the critic pools its seed
+    noise as the graph does (significance.pool_noise), and this experiment's differences are added to it after.
+    """
     values: dict[int, float] = {}
     added = 0
     verdict = Verdict("discard", "no seed ran")
@@ -67,7 +73,10 @@ def judge_sequentially(critic: Critic, seeds: list[int], draw: Callable[[int], f
             reference[seed] = draw_reference(seed)
             added += 1
         results = [SeedResult(s, "ok", {metric: v}) for s, v in values.items()]
-        verdict = critic.judge(results, reference, reference_number)
+        pooled = pool_noise(pool, POOL_MAX_DF) if pool else None
+        verdict = critic.judge(results, reference, reference_number, pooled if pooled and pooled[1] else None)
         if verdict.verdict != "more_seeds":
             break
+    if pool is not None and len(values) >= 2:
+        pool.append([values[s] - reference[s] for s in values if s in reference])
     return Judged(verdict, values, added)

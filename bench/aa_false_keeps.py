@@ -46,9 +46,10 @@ def hive_campaign(rng: random.Random, critic: Critic, experiments: int, noise: S
     best = {s: effects.value(0.0, s) for s in SEEDS[:critic.objective.confirm_seeds]}
     keeps, runs, candidate_runs = 0, len(best), 0
     fixed_runs = 0  # candidate runs had every screened candidate been given all max_seeds seeds
+    pool: list[list[float]] = []
     for _ in range(experiments):
         judged = judge_sequentially(critic, SEEDS, lambda s: effects.value(0.0, s), best,
-                                    lambda s: effects.value(0.0, s))
+                                    lambda s: effects.value(0.0, s), pool=pool if critic.test == "paired" else None)
         runs += len(judged.values) + judged.reference_runs
         candidate_runs += len(judged.values)
         fixed_runs += 1 if len(judged.values) == 1 else critic.max_seeds

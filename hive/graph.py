@@ -19,8 +19,10 @@ from typing import Any, Literal, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from hive.agents.base import Coder, Outcome, Proposal, Proposer, Verdict, parent_problem
+from hive.agents.combine import COMBINE_SOURCE, combination
 from hive.agents.context import campaign_view
 from hive.agents.critic import Critic, SeedResult, constraint_excess, lesson_for
+from hive.agents.significance import POOL_MAX_DF, pool_noise
 from hive.errors import BudgetExhausted, EditRejected, HiveError, ModelUnreachable
 from hive.objective import metric_value
 from hive.progress import read_curve, watch_for
@@ -30,6 +32,7 @@ from hive.store import Experiment, Lesson, Run
 from hive.store.models import now
 
 
+POOL_EXPERIMENTS = 200  # recent finished experiments whose paired differences make the pooled seed noise
 FINISHED_RUNS = ("ok", "failed", "timeout", "pruned", "tampered")  # a seed in any of these is not run again
 
 
@@ -153,7 +156,10 @@ class ExperimentFlow:
         view = campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb, self.ctx.workspace)
         async with self._propose_lock:  # proposals see each other as in flight
             try:
-                proposal: Proposal = await asyncio.to_thread(self.roles.proposer.propose, view, number)
+                # two independent wins are tried together before anything new
+                proposal = combination(self.ctx.store, self.ctx.campaign.id, self.ctx.store.best(self.ctx.campaign.id))
+                if proposal is None:
+                    proposal = await asyncio.to_thread(self.roles.proposer.propose, view, number)
             except (BudgetExhausted, ModelUnreachable):  # the campaign stops; this experiment is proposed anew
                 raise
             except HiveError as exc:  # e.g. an LLM that gave no usable, new idea: an outcome, not a crash
@@ -285,13 +291,69 @@ class ExperimentFlow:
         await self.reference_seeds(best, state["seeds"])  # a best kept since the run started lacks them
         if self.ctx.stop.is_set():
             raise Stopped(f"exp-{number} stopped while its reference ran")
-        verdict = self.roles.critic.judge(seeds, self._reference(best), best.number if best else None)
+        verdict = self.roles.critic.judge(seeds, self._reference(best), best.number if best else None,
+                                          self._pooled_noise(exp))
         verdict.reference = best.number if best else None
+        if verdict.verdict == "discard" and best is not None and state.get("parent_number") not in (None, best.number):
+            verdict = await self._against_parent(exp, state, seeds, verdict, best)
         if verdict.verdict == "keep" and self.roles.reviewer is not None:
             ok, why = await asyncio.to_thread(self.roles.reviewer.review, exp.diff, self.pb.rules, number)
             if not ok:
                 verdict = Verdict("rejected", f"review: {why}", verdict.mean, verdict.std, verdict.p_value)
         return {"verdict": _v(verdict)}
+
+    async def _against_parent(self, exp: Experiment, state: ExperimentState, seeds: list[SeedResult],
+                              verdict: Verdict, best: Experiment) -> Verdict:
+        """A discard against a best kept since the candidate started is judged against its parent too.
+
+        A candidate still promising against its parent earns its next seed; one that beats it is a win on its own
+        (combine.py proposes it with the best), recorded as a `combine` lesson.
+        """
+        parent = self.ctx.store.experiment(self.ctx.campaign.id, state["parent_number"])
+        if parent is None or parent.verdict not in ("keep", "baseline"):
+            return verdict
+        await self.reference_seeds(parent, state["seeds"])
+        if self.ctx.stop.is_set():
+            raise Stopped(f"exp-{exp.number} stopped while its parent ran")
+        again = self.roles.critic.judge(seeds, self._reference(parent), parent.number, self._pooled_noise(exp))
+        if again.verdict == "more_seeds":
+            return Verdict("more_seeds", f"behind exp-{best.number} ({verdict.reason}), but promising against its "
+                                         f"parent exp-{parent.number}: {again.reason}", verdict.mean, verdict.std,
+                           verdict.p_value, seeds_wanted=1, reference=best.number)
+        if again.verdict == "keep":
+            self._mark_win(exp, f"beat its parent exp-{parent.number}")
+            verdict.reason = (f"{verdict.reason}; but it beats its parent exp-{parent.number} ({again.reason}): "
+                              f"to be combined with exp-{best.number}")
+        return verdict
+
+    def _mark_win(self, exp: Experiment, what: str) -> None:
+        """Record that an experiment beat its parent though it is not kept: combine.py proposes it with the best."""
+        cid = self.ctx.campaign.id
+        if not self.ctx.store.has_lesson(cid, exp.number, source=COMBINE_SOURCE):
+            self.ctx.store.add(Lesson(campaign_id=cid, experiment_number=exp.number, source=COMBINE_SOURCE,
+                                      text=f"exp-{exp.number} {what}: {exp.hypothesis[:120]}"))
+
+    def _pooled_noise(self, exp: Experiment) -> tuple[float, int] | None:
+        """The seed noise of paired differences pooled over recent finished experiments (each against its parent)."""
+        if self.roles.critic.test != "paired":
+            return None
+        store, cid, metric = self.ctx.store, self.ctx.campaign.id, self.pb.objective.metric
+        done = [e for e in store.experiments(cid, statuses=["done"], limit=POOL_EXPERIMENTS, newest_first=True)
+                if e.number != exp.number and e.n_seeds >= 2 and e.parent_number]
+        parents = {n: p for n in {e.parent_number for e in done} if (p := store.experiment(cid, n)) is not None}
+        runs = store.runs_for([e.id for e in done] + [p.id for p in parents.values()])
+
+        def values(e: Experiment) -> dict[int, float]:
+            return {r.seed: v for r in runs.get(e.id, []) if r.status == "ok"
+                    and (v := metric_value(r.metrics, metric)) is not None}
+
+        samples = []
+        for e in done:
+            if e.parent_number in parents:
+                mine, ref = values(e), values(parents[e.parent_number])
+                samples.append([mine[s] - ref[s] for s in mine if s in ref])
+        variance, df = pool_noise(samples, POOL_MAX_DF)
+        return (variance, df) if df else None
 
     # -- the reference's seeds (paired with every candidate's) --------------------
     def _reference(self, exp: Experiment | None) -> dict[int, float]:
@@ -376,11 +438,13 @@ class ExperimentFlow:
             return v
         runs = {r.seed: r for r in self.ctx.store.runs(exp.id)}
         seeds = [SeedResult(s, r.status, r.metrics, r.error) for s, r in sorted(runs.items()) if r.status == "ok"]
-        again = self.roles.critic.judge(seeds, self._reference(best), best.number)
+        again = self.roles.critic.judge(seeds, self._reference(best), best.number, self._pooled_noise(exp))
         again.reference = best.number
         if again.verdict != "keep":
             again.verdict = "discard"
-            again.reason = f"beat exp-{v.reference}, but exp-{best.number} was kept meanwhile: {again.reason}"
+            again.reason = (f"beat exp-{v.reference}, but exp-{best.number} was kept meanwhile: {again.reason}; "
+                            f"to be combined with exp-{best.number}")
+            self._mark_win(exp, f"beat exp-{v.reference}")
         return again
 
     async def _keep(self, exp: Experiment, v: Verdict) -> None:

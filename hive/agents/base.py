@@ -33,6 +33,7 @@ class Proposal:
     plan: str = ""
     trial: int | None = None  # the Optuna trial this proposal came from
     strategist: str = ""
+    combines: list[int] = field(default_factory=list)  # the two experiments a combination joins (best, win)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,7 +6,14 @@ import statistics
 from dataclasses import dataclass
 
 from hive.agents.base import Verdict
-from hive.agents.significance import look_level, looks, paired_p_value, shifted_gains, welch_p_value
+from hive.agents.significance import (
+    look_level,
+    looks,
+    moderated_p_value,
+    paired_p_value,
+    shifted_gains,
+    welch_p_value,
+)
 from hive.objective import Constraint, check_constraints, improvement, metric_value
 from hive.playbook import Objective
 
@@ -57,8 +64,13 @@ class Critic:
         """The nominal level at each look (alpha itself when there is one look)."""
         return look_level(self.objective.alpha, self.looks)
 
-    def judge(self, seeds: list[SeedResult], reference: dict[int, float], reference_number: int | None) -> Verdict:
-        """A verdict, or `more_seeds` when the candidate has earned its next seed."""
+    def judge(self, seeds: list[SeedResult], reference: dict[int, float], reference_number: int | None,
+              pooled: tuple[float, int] | None = None) -> Verdict:
+        """A verdict, or `more_seeds` when the candidate has earned its next seed.
+
+        `pooled` is the variance of paired per-seed differences pooled over the campaign's earlier experiments,
+        with its degrees of freedom (significance.pool_noise); the paired test then borrows its strength.
+        """
         hard = self._hard_checks(seeds)
         if hard is not None:
             return hard
@@ -70,7 +82,7 @@ class Critic:
         ref = f"exp-{reference_number}" if reference_number else "the best"
         if len(values) == 1:
             return self._screen(values, reference, ref, mean)
-        return self._confirm(values, reference, ref, mean, std)
+        return self._confirm(values, reference, ref, mean, std, pooled)
 
     def _screen(self, values: dict[int, float], reference: dict[int, float], ref: str, mean: float) -> Verdict:
         """One seed: against the reference's value on the same seed (or its mean, unpaired)."""
@@ -92,7 +104,7 @@ class Critic:
         return Verdict("more_seeds", f"first {shown}; confirming", mean, seeds_wanted=1)
 
     def _confirm(self, values: dict[int, float], reference: dict[int, float], ref: str, mean: float,
-                 std: float | None) -> Verdict:
+                 std: float | None, pooled: tuple[float, int] | None = None) -> Verdict:
         obj = self.objective
         n = len(values)
         missing = [s for s in values if s not in reference]
@@ -101,8 +113,10 @@ class Critic:
                                     obj.min_delta)
             gain = statistics.fmean(shifted) + obj.min_delta
             spread = statistics.stdev(shifted)
-            p = paired_p_value(shifted)
             method = f"paired t-test on seeds {','.join(map(str, values))}: gain {gain:+.4g} ± {spread:.2g}"
+            p, used = moderated_p_value(shifted, *pooled) if pooled else (paired_p_value(shifted), False)
+            if used:
+                method += f" (seed noise {pooled[0] ** 0.5:.2g} pooled over {pooled[1]} df of earlier experiments)"
         else:
             why = f" ({ref} has no seed {', '.join(map(str, missing))})" if self.test == "paired" else ""
             best = list(reference.values())

@@ -143,6 +143,9 @@ class SearchProposer:
             self._seed_baseline(view)
             seen = {_key(t.params): t.value for t in self.study.get_trials(deepcopy=False)
                     if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL, TrialState.WAITING)}
+            for other in (*view.in_flight, *view.recent):  # a combination is no trial of the study's
+                if other.knobs and set(other.knobs) == set(self.dists):
+                    seen.setdefault(_key(other.knobs), other.metric_mean)
             center = self._center(view)
             local = self.search == "local" and self.name != "greedy"
             if local and view.best is not None:

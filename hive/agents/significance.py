@@ -18,6 +18,8 @@ from scipy import stats
 
 CALIBRATION_RUNS = 100_000  # simulated null confirmations per boundary: the rate it gives is alpha within 3 %
 CALIBRATION_SEED = 20261122
+POOL_MAX_DF = 30  # at most this weight for the pool, so a campaign's old noise cannot swamp a candidate's own
+HETEROGENEITY = 0.05  # a candidate whose differences vary more than the pool's at this level is tested on its own
 
 
 def shifted_gains(direction: str, candidate: list[float], reference: list[float], min_delta: float) -> list[float]:
@@ -34,6 +36,36 @@ def paired_p_value(shifted: list[float]) -> float | None:
         return 0.0 if statistics.fmean(shifted) > 0 else 1.0
     p = float(stats.ttest_1samp(shifted, 0.0, alternative="greater").pvalue)
     return p if math.isfinite(p) else 1.0
+
+
+def moderated_p_value(shifted: list[float], pooled_variance: float, pooled_df: int) -> tuple[float | None, bool]:
+    """One-sided paired p-value with the seed noise pooled from earlier experiments (a moderated t-test).
+
+    The variance of the per-seed differences is the df-weighted mean of this candidate's own and the pool's
+    (limma's moderated t, with the prior taken from the campaign's earlier paired confirmations), on the
+    pooled degrees of freedom. Where this candidate's own differences vary more than the pool's would let them
+    (an F test at HETEROGENEITY), its own variance alone is used: the plain paired test. Returns the p-value and
+    whether the pool was used.
+    """
+    n = len(shifted)
+    if n < 2 or pooled_df < 1 or pooled_variance <= 0:
+        return paired_p_value(shifted), False
+    own = statistics.variance(shifted)
+    if own / pooled_variance > stats.f.ppf(1 - HETEROGENEITY, n - 1, pooled_df):
+        return paired_p_value(shifted), False
+    variance = (pooled_df * pooled_variance + (n - 1) * own) / (pooled_df + n - 1)
+    t = statistics.fmean(shifted) / math.sqrt(variance / n)
+    return float(stats.t.sf(t, pooled_df + n - 1)), True
+
+
+def pool_noise(samples: list[list[float]], max_df: int) -> tuple[float, int]:
+    """The pooled variance of paired differences over several experiments, with its degrees of freedom (capped)."""
+    usable = [s for s in samples if len(s) >= 2]
+    df = sum(len(s) - 1 for s in usable)
+    if df == 0:
+        return 0.0, 0
+    variance = sum((len(s) - 1) * statistics.variance(s) for s in usable) / df
+    return variance, min(df, max_df)
 
 
 def welch_p_value(direction: str, candidate: list[float], reference: list[float], min_delta: float) -> float | None:

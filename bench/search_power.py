@@ -1,0 +1,210 @@
+"""Search power with a known truth: simulated Parameter Golf campaigns, Hive's real proposers and critic, at equal compute.
+
+The objective is the CPU Parameter Golf playbook's 12 knobs with a known true val_bpb: the baseline's values are
+tuned (1.98) but for three knobs whose best values lie a little away (together worth TOTAL_GAIN). A run's value
+is the truth plus seed noise: a part shared by every configuration on that seed and the run's own part, sized
+from measured CPU Parameter Golf runs (bench/results/seed_noise.json; issue 12's campaign figures without it).
+Every run costs RUN_SECONDS (a quiet CPU Parameter Golf run); every policy gets the same run-seconds budget.
+
+Policies: `hive` (local search, TPE, the paired sequential critic: screen on seed 1 against the best on seed 1,
+3..5 seeds under the Pocock boundary, the best running the seeds it lacks), `hive_unpaired` (the same proposer,
+the old critic: Welch's test on 3 seeds against the best's mean), `keep_if_lower` (autoresearch: change one
+knob of the best, one run on a fixed seed, keep if lower) and `random` (random configurations, one run each, the
+lowest value wins). Figures per policy: true gain of the final best over the baseline, false keeps per 20
+experiments (keeps whose truth is not better than the best they replaced), the final best's reported value less
+its truth in seed sd, run-seconds used and run-seconds to the first keep with a real gain.
+Run: python bench/search_power.py [--campaigns 20] [--budget-runs 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import RESULTS, write  # noqa: E402
+from bench._sim import SeedEffects, SeedNoise, judge_sequentially  # noqa: E402
+from hive.agents.base import CampaignView, ExperimentBrief, Outcome  # noqa: E402
+from hive.agents.critic import Critic  # noqa: E402
+from hive.agents.search import SearchProposer, baseline_values  # noqa: E402
+from hive.errors import BudgetExhausted  # noqa: E402
+from hive.playbook import load_playbook  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAYBOOK = ROOT / "playbooks" / "param_golf.yaml"
+RUN_SECONDS = 95.0  # one quiet CPU Parameter Golf run (train + score)
+BASE = 1.98  # true val_bpb of the baseline
+TOTAL_GAIN = 0.045  # what the three mistuned knobs are worth together
+# knob -> (where its true best lies, as a fraction of the knob's range away from the baseline's value, its share
+# of TOTAL_GAIN); the other knobs are tuned at the baseline
+MISTUNED = {"MATRIX_LR": (0.18, 0.45), "WARMDOWN_FRAC": (0.2, 0.35), "MODEL_DIM": (0.15, 0.2)}
+CURVATURE = 0.6  # truth penalty per squared range-fraction away from a tuned value (tuned knobs)
+SEEDS = [1, 2, 3, 4, 5]
+POLICIES = ("hive", "hive_unpaired", "keep_if_lower", "random")
+
+
+def noise_model() -> tuple[SeedNoise, str]:
+    path = RESULTS / "seed_noise.json"
+    if path.is_file():
+        return SeedNoise.measured(json.loads(path.read_text())), f"measured ({path.name})"
+    return SeedNoise(shared_sd=0.0215, own_sd=0.0069 / math.sqrt(2)), "issue 12's campaign figures"
+
+
+class Truth:
+    """The known true val_bpb of a configuration."""
+
+    def __init__(self, pb, baseline: dict):  # noqa: ANN001
+        self.knobs = {k.name: k for k in pb.knobs}
+        self.baseline = baseline
+        self.best: dict[str, float] = {}
+        for name, knob in self.knobs.items():
+            if name in MISTUNED:
+                self.best[name] = min(1.0, self._unit(name, baseline[name]) + MISTUNED[name][0])
+        self.floor = BASE - TOTAL_GAIN
+
+    def _unit(self, name: str, value) -> float:  # noqa: ANN001
+        knob = self.knobs[name]
+        if knob.type == "categorical":
+            return float(knob.choices.index(value)) / max(1, len(knob.choices) - 1)
+        if knob.log:
+            return (math.log(value) - math.log(knob.low)) / (math.log(knob.high) - math.log(knob.low))
+        return (value - knob.low) / (knob.high - knob.low)
+
+    def __call__(self, config: dict) -> float:
+        value = self.floor
+        for name in self.knobs:
+            u, b = self._unit(name, config.get(name, self.baseline[name])), self._unit(name, self.baseline[name])
+            if name in MISTUNED:
+                offset, share = MISTUNED[name]
+                value += share * TOTAL_GAIN * ((u - self.best[name]) / offset) ** 2
+            else:
+                value += CURVATURE * (u - b) ** 2
+        return value
+
+
+def view(best: ExperimentBrief, baseline: ExperimentBrief, since_best: int) -> CampaignView:
+    return CampaignView(name="sim", metric="val_bpb", direction="minimize", constraints=[], rules="", knobs=[],
+                        editable=[], protected=[], baseline=baseline, best=best, leaderboard=[], recent=[],
+                        in_flight=[], lessons=[], since_best=since_best)
+
+
+def campaign(policy: str, index: int, pb, baseline_knobs: dict, truth: Truth, noise: SeedNoise,  # noqa: ANN001
+             budget: float, folder: Path) -> dict:
+    rng = random.Random(f"{policy}:{index}")
+    effects = SeedEffects(noise, rng)
+    obj = pb.objective.model_copy(update={"constraints": []})  # the simulated runs break none
+    strategy = {"hive": "optuna", "hive_unpaired": "optuna", "keep_if_lower": "greedy", "random": "random"}[policy]
+    proposer = SearchProposer(pb, folder / f"{policy}-{index}.journal", f"{policy}-{index}", strategy,
+                              seed=index, baseline=baseline_knobs, search="global" if policy == "random" else "local")
+    critic = {"hive": Critic(obj, test="paired", max_seeds=5),
+              "hive_unpaired": Critic(obj, test="welch", max_seeds=obj.confirm_seeds)}.get(policy)
+    base_truth = truth(baseline_knobs)
+    one_seed = critic is None
+    seeds0 = SEEDS[:1] if one_seed else SEEDS[:obj.confirm_seeds]
+    best_values = {s: effects.value(base_truth, s) for s in seeds0}
+    best_knobs, best_truth = dict(baseline_knobs), base_truth
+    baseline_brief = ExperimentBrief(1, "baseline", "baseline", metric_mean=statistics.fmean(best_values.values()),
+                                     knobs=dict(baseline_knobs))
+    best_brief = baseline_brief
+    spent = RUN_SECONDS * len(best_values)
+    experiments = keeps = false_keeps = since = 0
+    first_real = None
+    pool: list[list[float]] = []  # the campaign's paired differences, pooled as the graph pools them
+    while spent + RUN_SECONDS <= budget:
+        number = experiments + 2
+        try:
+            proposal = proposer.propose(view(best_brief, baseline_brief, since), number)
+        except BudgetExhausted:  # every neighbour of the best was tried (greedy's one-step moves can run out)
+            break
+        config = {**best_knobs, **proposal.knobs}
+        true_value = truth(config)
+        experiments += 1
+        if one_seed:
+            value = effects.value(true_value, 1)
+            spent += RUN_SECONDS
+            kept, mean, values = value < best_values[1], value, {1: value}
+        else:
+            judged = judge_sequentially(critic, SEEDS, lambda s: effects.value(true_value, s), best_values,
+                                        lambda s: effects.value(best_truth, s), metric="val_bpb",
+                                        pool=pool if critic.test == "paired" else None)
+            spent += RUN_SECONDS * (len(judged.values) + judged.reference_runs)
+            kept, mean, values = judged.verdict.verdict == "keep", statistics.fmean(judged.values.values()), judged.values
+        proposer.observe(proposal, Outcome(number, "keep" if kept else "discard", mean))
+        since += 1
+        if kept:
+            keeps += 1
+            false_keeps += true_value >= best_truth
+            if first_real is None and true_value < base_truth:
+                first_real = spent
+            best_values, best_knobs, best_truth, since = dict(values), config, true_value, 0
+            best_brief = ExperimentBrief(number, proposal.hypothesis, "keep", metric_mean=mean, knobs=dict(config))
+    reported = statistics.fmean(best_values.values())
+    return {"true_gain": base_truth - best_truth, "keeps": keeps, "false_keeps": false_keeps,
+            "experiments": experiments, "false_keeps_per_20": 20 * false_keeps / max(1, experiments),
+            "reported_minus_true_sd": (reported - best_truth) / noise.total_sd, "run_seconds": spent,
+            "first_real_gain_seconds": first_real}
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {}
+    for key in ("true_gain", "false_keeps_per_20", "reported_minus_true_sd", "run_seconds", "keeps", "experiments"):
+        values = [r[key] for r in rows]
+        out[key] = statistics.fmean(values)
+        out[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    firsts = [r["first_real_gain_seconds"] for r in rows if r["first_real_gain_seconds"] is not None]
+    out["first_real_gain_seconds"] = statistics.median(firsts) if firsts else None
+    out["campaigns_with_a_real_gain"] = len(firsts) / len(rows)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--campaigns", type=int, default=20)
+    parser.add_argument("--budget-runs", type=int, default=120, help="run-seconds budget, in runs of 95 s")
+    args = parser.parse_args()
+    pb = load_playbook(PLAYBOOK)
+    baseline_knobs = baseline_values(pb, ROOT / "playbooks" / "param_golf")
+    truth = Truth(pb, baseline_knobs)
+    noise, source = noise_model()
+    budget = args.budget_runs * RUN_SECONDS
+    print(f"{args.campaigns} campaigns per policy, {budget:.0f} run-seconds each ({args.budget_runs} runs of "
+          f"{RUN_SECONDS:g} s); truth: baseline {BASE}, best possible {truth.floor:.3f}; seed noise shared "
+          f"{noise.shared_sd:.4f}, own {noise.own_sd:.4f} ({source})", flush=True)
+    started = time.monotonic()
+    table, raw = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for policy in POLICIES:
+            rows = [campaign(policy, i, pb, baseline_knobs, truth, noise, budget, Path(tmp))
+                    for i in range(args.campaigns)]
+            raw[policy], table[policy] = rows, summarise(rows)
+            s = table[policy]
+            first = f"{s['first_real_gain_seconds']:.0f}" if s["first_real_gain_seconds"] is not None else "never"
+            print(f"{policy:<14} true gain {s['true_gain']:.4f} ± {s['true_gain_sd']:.4f}  false keeps/20 "
+                  f"{s['false_keeps_per_20']:.2f}  reported-true {s['reported_minus_true_sd']:+.2f} sd  "
+                  f"run-s {s['run_seconds']:.0f}  first real gain {first} s  ({s['experiments']:.0f} experiments, "
+                  f"{s['keeps']:.1f} keeps; {time.monotonic() - started:.0f} s so far)", flush=True)
+    hive, greedy = table["hive"], table["keep_if_lower"]
+    verdicts = {
+        "true_gain_at_least_keep_if_lower": hive["true_gain"] >= greedy["true_gain"],
+        "false_keeps_per_20_at_most_1": hive["false_keeps_per_20"] <= 1.0,
+        "reported_within_half_sd": abs(hive["reported_minus_true_sd"]) <= 0.5,
+    }
+    for name, ok in verdicts.items():
+        print(f"hive {name.replace('_', ' ')}: {'holds' if ok else 'DOES NOT HOLD'}")
+    write("search_power", {"campaigns": args.campaigns, "budget_run_seconds": budget, "run_seconds_each": RUN_SECONDS,
+                           "truth": {"baseline": BASE, "best_possible": truth.floor, "mistuned": MISTUNED},
+                           "noise": {"shared_sd": noise.shared_sd, "own_sd": noise.own_sd, "source": source},
+                           "policies": table, "bar": verdicts, "seconds": time.monotonic() - started,
+                           "campaign_rows": raw})
+
+
+if __name__ == "__main__":
+    main()
