@@ -27,8 +27,9 @@ from hive.errors import BudgetExhausted, EditRejected, HiveError, ModelUnreachab
 from hive.objective import metric_value
 from hive.progress import read_curve, watch_for
 from hive.prs import open_pull_request
+from hive.repair import Crash, can_repair, crash_of, last_lines, repair_reason, retire_runs, seed_crash
 from hive.seeds import describe_outcome, record_seed, seed_stats
-from hive.store import Experiment, Lesson, Run
+from hive.store import Attempt, Experiment, Lesson, Run
 from hive.store.models import now
 
 
@@ -48,6 +49,8 @@ class ExperimentState(TypedDict, total=False):
     commit: str
     seeds: list[int]  # seeds this experiment has earned so far
     verdict: dict[str, Any] | None
+    failure: dict[str, Any] | None  # a crash the coder is to repair next (repair.Crash)
+    repaired: bool
 
 
 @dataclass
@@ -78,6 +81,14 @@ def after_code(state: ExperimentState) -> Literal["run", "record"]:
     return "record" if state.get("verdict") else "run"
 
 
+def after_run(state: ExperimentState) -> Literal["critic", "repair"]:
+    return "repair" if state.get("failure") else "critic"
+
+
+def after_repair(state: ExperimentState) -> Literal["run", "record"]:
+    return "record" if state.get("verdict") else "run"
+
+
 def after_critic(state: ExperimentState) -> Literal["run", "record"]:
     verdict = state.get("verdict") or {}
     return "run" if verdict.get("verdict") == "more_seeds" else "record"
@@ -105,12 +116,14 @@ class ExperimentFlow:
         g.add_node("propose", self.propose)
         g.add_node("code", self.code)
         g.add_node("run", self.run)
+        g.add_node("repair", self.repair)
         g.add_node("critic", self.judge)
         g.add_node("record", self.record)
         g.add_conditional_edges(START, resume_at)
         g.add_conditional_edges("propose", after_propose)
         g.add_conditional_edges("code", after_code)
-        g.add_edge("run", "critic")
+        g.add_conditional_edges("run", after_run)
+        g.add_conditional_edges("repair", after_repair)
         g.add_conditional_edges("critic", after_critic)
         g.add_edge("record", END)
         return g.compile()
@@ -201,6 +214,7 @@ class ExperimentFlow:
         rejected = self._check(base, commit, summary)
         if rejected is not None:
             return {"commit": commit, "verdict": _v(rejected)}
+        self.ctx.store.start_attempt(self._exp(number).id, 1, commit, summary)
         self.ctx.feed("code", f"{summary} -> {commit[:10]}", number)
         return {"commit": commit}
 
@@ -221,7 +235,13 @@ class ExperimentFlow:
             have = len(seeds)
             seeds = self.pb.run.seeds[:have + verdict["seeds_wanted"]]
         exp = self._update(number, status="running", started_at=self._exp(number).started_at or now())
-        done = {r.seed for r in self.ctx.store.runs(exp.id) if r.status in FINISHED_RUNS}
+        runs = self.ctx.store.runs(exp.id)
+        repairable = self._repairable(exp)
+        if repairable and self.pb.run.smoke and not runs:  # a new attempt: the smoke run first, cheap
+            crash = await self.run_smoke(exp, state["commit"])
+            if crash is not None:
+                return {"failure": crash.to_dict()}
+        done = {r.seed for r in runs if r.status in FINISHED_RUNS}
         todo = [s for s in seeds if s not in done]
         # the best runs the same seeds alongside, so the critic can pair them
         best = self.ctx.store.best(self.ctx.campaign.id)
@@ -229,7 +249,66 @@ class ExperimentFlow:
                              self.reference_seeds(best, seeds))
         if self.ctx.stop.is_set():
             raise Stopped(f"exp-{number} stopped while running")
-        return {"seeds": seeds, "verdict": None}
+        crash = seed_crash(list(self.ctx.store.runs(exp.id)), seeds, self.pb.objective.metric) if repairable else None
+        return {"seeds": seeds, "verdict": None, "failure": crash.to_dict() if crash else None}
+
+    def _repairable(self, exp: Experiment) -> bool:
+        """Whether a crash of this experiment's latest attempt goes back to the coder."""
+        spec = self.pb.coder_spec
+        if not hasattr(self.roles.coder, "repair") or not getattr(spec, "repair_attempts", 0):
+            return False
+        return can_repair(list(self.ctx.store.attempts(exp.id)), spec.repair_attempts)
+
+    async def run_smoke(self, exp: Experiment, commit: str) -> Crash | None:
+        """Run the playbook's smoke command (scored) on a new attempt; the crash it is, or None."""
+        res = self.pb.run.resources
+        async with self.scheduler.lease(f"exp-{exp.number}/smoke", gpus=self.lease_gpus,
+                                        min_free_mb=res.min_free_memory_mb, cpu_threads=res.cpu_threads,
+                                        gpu_memory_mb=self.lease_gpu_memory_mb) as lease:
+            if self.ctx.stop.is_set():
+                raise Stopped(f"exp-{exp.number} stopped before its smoke run")
+            devices = lease.devices if self.real_devices else []
+            outcome = await asyncio.to_thread(self.ctx.runner.run_seed, exp.number, self.pb.run.seeds[0], commit,
+                                              devices, self.ctx.stop, None, "the best", True)
+        if self.ctx.stop.is_set():
+            raise Stopped(f"exp-{exp.number} stopped during its smoke run")
+        crash = crash_of("smoke", outcome.status, outcome.metrics, outcome.error, str(outcome.log_path),
+                         self.pb.objective.metric)
+        self.ctx.feed("smoke", crash.line if crash else f"ok {describe_outcome(outcome, self.pb.objective.metric)}",
+                      exp.number)
+        return crash
+
+    async def repair(self, state: ExperimentState) -> dict:
+        """Give a crash back to the coder with its log tail and diff; its fix is the next attempt, run afresh."""
+        number, ws, store = state["number"], self.ctx.workspace, self.ctx.store
+        exp = self._exp(number)
+        crash = Crash(**state["failure"])
+        attempts = list(store.attempts(exp.id))
+        current = attempts[-1]
+        store.update(Attempt, current.id, status="crashed", failure=crash.line, tail=crash.tail)
+        self.ctx.feed("crash", f"attempt {current.attempt}: {crash.line}; repairing", number)
+        tree = ws.worktree(number, exp.commit)
+        try:
+            summary = await asyncio.to_thread(self.roles.coder.repair, tree, crash.line, crash.tail,
+                                              ws.diff(state["parent_commit"], exp.commit), number, current.attempt)
+        except EditRejected as exc:
+            ws.remove_worktree(number)
+            store.update(Attempt, current.id, status="unrepaired")
+            self.ctx.feed("repair", f"attempt {current.attempt + 1} failed: {exc}", number)
+            return {"failure": None, "repaired": False}
+        commit = ws.commit(tree, f"exp-{number}: repair attempt {current.attempt}: {summary[:60]}\n\n{crash.line}")
+        ws.remove_worktree(number)
+        rejected = self._check(state["parent_commit"], commit, summary)
+        if rejected is None and commit == exp.commit:
+            rejected = Verdict("crash", f"{crash.line}; the repair changed nothing ({summary})")
+        if rejected is not None:
+            self._update(number, commit=commit, diff=ws.diff(state["parent_commit"], commit))
+            return {"commit": commit, "failure": None, "verdict": _v(rejected)}
+        retire_runs(store, exp, current.attempt)
+        store.start_attempt(exp.id, current.attempt + 1, commit, summary)
+        self._update(number, commit=commit, diff=ws.diff(state["parent_commit"], commit))
+        self.ctx.feed("repair", f"attempt {current.attempt + 1}: {summary} -> {commit[:10]}", number)
+        return {"commit": commit, "seeds": self.pb.run.seeds[:1], "failure": None, "repaired": True, "verdict": None}
 
     async def run_seed(self, exp: Experiment, seed: int, commit: str, against: Experiment | None = None) -> None:
         """Lease a slot, run one seed of an experiment and record it (a cancelled run is left to re-run).
@@ -300,6 +379,8 @@ class ExperimentFlow:
             ok, why = await asyncio.to_thread(self.roles.reviewer.review, exp.diff, self.pb.rules, number)
             if not ok:
                 verdict = Verdict("rejected", f"review: {why}", verdict.mean, verdict.std, verdict.p_value)
+        if verdict.verdict != "more_seeds":
+            verdict.reason = repair_reason(list(self.ctx.store.attempts(exp.id)), verdict.verdict, verdict.reason)
         return {"verdict": _v(verdict)}
 
     async def _against_parent(self, exp: Experiment, state: ExperimentState, seeds: list[SeedResult],
@@ -424,12 +505,24 @@ class ExperimentFlow:
                     await self._keep(exp, v)
         if not store.has_lesson(cid, number):
             store.add(Lesson(campaign_id=cid, experiment_number=number, source="critic",
-                             text=lesson_for(exp.hypothesis, v, metric)))
+                             text=lesson_for(exp.hypothesis, v, metric) + self._crash_tail(exp, v)))
         self._update(number, status="done", verdict=v.verdict, verdict_reason=v.reason, metric_mean=v.mean,
                      metric_std=v.std, p_value=v.p_value, n_seeds=sum(r.status == "ok" for r in runs),
                      cpu_seconds=wall * res.cpu_threads, gpu_seconds=wall * res.gpus, finished_at=finished)
         self.ctx.feed("verdict", f"{v.verdict}: {v.reason}", number)
         return {}
+
+    def _crash_tail(self, exp: Experiment, v: Verdict) -> str:
+        """For a crash nobody repaired, the last lines of its log (the traceback's end), for lessons and the proposer."""
+        if v.verdict not in ("crash", "timeout"):
+            return ""
+        attempts = list(self.ctx.store.attempts(exp.id))
+        tail = attempts[-1].tail if attempts and attempts[-1].tail else ""
+        if not tail:
+            failed = [r for r in self.ctx.store.runs(exp.id) if r.status in ("failed", "timeout")]
+            tail = last_lines(failed[0].log_path) if failed else ""
+        lines = [line for line in tail.splitlines() if line.strip() and not line.startswith("[hive]")][-6:]
+        return ("\ncrash tail:\n" + "\n".join(lines)) if lines else ""
 
     def _recheck(self, exp: Experiment, v: Verdict) -> Verdict:
         """A keep judged against a best that another keep has replaced since must beat the new best too."""

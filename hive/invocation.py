@@ -42,8 +42,10 @@ def flag_argument(flag: str, value: object, style: str) -> str:
     return f"{flag}={shlex.quote(str(value))}" if style == "equals" else f"{flag} {shlex.quote(str(value))}"
 
 
-def invocation(playbook: Playbook, repo_dir: Path, run_dir: Path, seed: int) -> Invocation:
-    """The command line and environment delta of one seed of the commit checked out in `run_dir`."""
+def invocation(playbook: Playbook, repo_dir: Path, run_dir: Path, seed: int, smoke: bool = False) -> Invocation:
+    """The command line and environment delta of one seed of the commit checked out in `run_dir`.
+
+    With `smoke`, the playbook's smoke command (`run.smoke`) stands for its command."""
     run = playbook.run
     flags, knob_env = knob_arguments(playbook, runtime_knobs(run_dir))
     env = {k: expand(v, repo_dir, seed, quote=False) for k, v in run.env.items()}
@@ -52,7 +54,7 @@ def invocation(playbook: Playbook, repo_dir: Path, run_dir: Path, seed: int) -> 
         env[run.seed_env] = str(seed)
     if run.seed_flag:
         flags.append(flag_argument(run.seed_flag, seed, run.flag_style))
-    command = expand(" ".join([run.command, *flags]), repo_dir, seed)
+    command = expand(" ".join([run.smoke if smoke and run.smoke else run.command, *flags]), repo_dir, seed)
     return Invocation(command=command, env=env)
 
 

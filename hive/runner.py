@@ -128,16 +128,18 @@ class Runner:
 
     def run_seed(self, number: int, seed: int, commit: str, devices: list[int] | None = None,
                  cancel: threading.Event | None = None, watch: ProgressWatch | None = None,
-                 reference: str = "the best") -> SeedOutcome:
+                 reference: str = "the best", smoke: bool = False) -> SeedOutcome:
         """Run the playbook's command for one seed on `commit`, then its scorer; never raises for a bad run.
 
         With a `watch`, the log is followed while the run runs and a run clearly behind `reference` is stopped.
+        With `smoke`, the playbook's smoke command runs instead, in `smoke/` with its log `smoke.log`.
         """
         pb = self.playbook
-        run_dir = self.workspace.run_dir(number, seed, commit)
-        log_path = self.workspace.logs / f"exp-{number}" / f"seed-{seed}.log"
+        name = "smoke" if smoke else f"seed-{seed}"
+        run_dir = self.workspace.run_dir(number, seed, commit, name)
+        log_path = self.workspace.logs / f"exp-{number}" / f"{name}.log"
         own_folder(log_path.parent, self.workspace.root)  # a link a run left there is removed, not followed
-        run = invocation(pb, self.workspace.repo_dir, run_dir, seed)
+        run = invocation(pb, self.workspace.repo_dir, run_dir, seed, smoke)
         # the log says first what ran, so a reader of the log alone can reproduce it
         write_log(log_path, f"[hive] $ {run.shell_line()}\n")
         command = run.command
@@ -145,7 +147,7 @@ class Runner:
         request = RunRequest(command=command, cwd=run_dir, log_path=log_path, timeout=pb.run.timeout,
                              env=scrubbed_environment(env, pb.run.pass_env), devices=devices or [],
                              threads=pb.run.resources.cpu_threads, memory_mb=pb.run.resources.memory_mb,
-                             label=f"{self.workspace.campaign}/exp-{number}/seed-{seed}", network=pb.run.network,
+                             label=f"{self.workspace.campaign}/exp-{number}/{name}", network=pb.run.network,
                              **self._sandbox_view(pb.run.command, *pb.run.env.values()))
         key = self._enter()
         try:
@@ -194,7 +196,7 @@ class Runner:
     def _score(self, number: int, seed: int, run_dir: Path, log_path: Path, run_metrics: dict, result: RunResult,
                cancel: threading.Event | None) -> SeedOutcome:
         pb = self.playbook
-        score_log = log_path.with_name(f"seed-{seed}.score.log")
+        score_log = log_path.with_name(log_path.stem + ".score.log")
         write_log(score_log, "")
         # the scorer runs from a copy of the harness snapshot made now, after the run has ended, checked against
         # the hash recorded at creation (at a path no run can know in advance)

@@ -169,6 +169,7 @@ def experiment_data(store: Store, camp: Campaign, number: int) -> dict[str, Any]
     data["runs"] = [{**to_dict(r), "shell_line": Invocation(r.command, r.env).shell_line() if r.command else ""}
                     for r in store.runs(exp.id)]
     data["transcripts"] = {t.role: t.path for t in store.transcripts(camp.id, exp.number)}
+    data["attempts"] = [to_dict(a) for a in store.attempts(exp.id)]
     return data
 
 
@@ -203,6 +204,10 @@ def experiment_text(data: dict[str, Any]) -> str:
         p = f", p = {data['p_value']:.3g}" if data.get("p_value") is not None else ""
         lines.append(f"  metric: {data['metric_mean']:.6g}{_spread(data['metric_std'], data['n_seeds'])} over {data['n_seeds']} seed(s){p}")
     lines.append(f"  commit: {data['commit'][:12] or '-'} on {data['branch'] or '-'}")
+    for att in data.get("attempts") or []:
+        if len(data["attempts"]) > 1 or att["status"] != "running":
+            what = f": {att['failure']}" if att["failure"] else ""
+            lines.append(f"  attempt {att['attempt']}: {att['commit'][:12]} {att['status']}{what} ({att['summary'][:80]})")
     for run in data["runs"]:
         metrics = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in sorted(run["metrics"].items()) if not k.startswith("run."))

@@ -307,9 +307,9 @@ class Workspace:
         return run_campaign_git(self.repo_dir, "cat-file", "-e", f"{commit}:{path}").returncode == 0
 
     # -- run folders and the harness -----------------------------------------
-    def run_dir(self, number: int, seed: int, commit: str) -> Path:
-        """A fresh folder with exactly the committed files of `commit`, for one run of one seed."""
-        path = self.runs / f"exp-{number}" / f"seed-{seed}"
+    def run_dir(self, number: int, seed: int, commit: str, name: str = "") -> Path:
+        """A fresh folder with exactly the committed files of `commit`, for one run of one seed (or `name`)."""
+        path = self.runs / f"exp-{number}" / (name or f"seed-{seed}")
         if path.exists():
             shutil.rmtree(path)
         path.mkdir(parents=True)

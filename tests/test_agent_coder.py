@@ -17,6 +17,7 @@ from hive.playbook import load_playbook
 from hive.sandbox import Sandbox
 from hive.scripted import ensure_server
 from hive.store import Store, make_engine
+from hive.store.home import find_campaign
 from hive.transcripts import read_transcript
 from hive.workspace import Workspace
 from tests.conftest import PLAYBOOKS
@@ -189,3 +190,48 @@ def test_every_shipped_playbook_has_a_smoke_command():
         assert pb.run.smoke and pb.run.smoke != pb.run.command or path.stem in ("quickstart", "aa_noise"), path
         assert pb.run.smoke, path
         assert load_playbook(path, ["strategist=llm"], check_source=False).coder_spec.kind == "agent"
+
+
+WARMUP = {"hypothesis": "Warm the learning rate up over the first 10 steps", "rationale": "early steps overshoot",
+          "parent": None, "plan": "In train.py scale the step size by min(1, (step + 1) / 10) in the update."}
+
+
+def repair_script() -> dict:
+    """A coder whose first change crashes when run (a NameError) and whose repair defines what was missing."""
+    code, fix = "implement the plan below", "crashed when Hive ran it"
+    return {"proposer": [json.dumps(WARMUP)], "coder": [
+        {"when": code, "turn": 1, "content": bash("Scale the update.", replace(UPDATE, "    lr = LEARNING_RATE * warmup(step)\n" + UPDATE.replace("LEARNING_RATE", "lr")))},
+        {"when": code, "turn": 2, "content": "DONE: warm the learning rate up over 10 steps"},
+        {"when": fix, "turn": 1, "content": bash("The traceback says warmup is not defined.", "grep -n 'warmup' train.py")},
+        {"when": fix, "turn": 2, "content": bash("Define it above the loop.", replace("for step in range(STEPS):\n", "def warmup(step):\n    return min(1.0, (step + 1) / 10)\n\n\nfor step in range(STEPS):\n"))},
+        {"when": fix, "turn": 3, "content": bash("Smoke test.", "python train.py")},
+        {"when": fix, "turn": 4, "content": "DONE: define warmup() before the loop"}]}
+
+
+@pytest.mark.parametrize("smoke", ["python train.py", "null"])
+def test_a_crash_is_repaired_and_only_the_repaired_attempt_counts(hive, tmp_path, smoke):
+    script = tmp_path / "repair.json"
+    script.write_text(json.dumps(repair_script()))
+    result = hive("start", str(PLAYBOOKS / "quickstart.yaml"), "--headless", "--max-experiments", "2",
+                  "-c", "strategist=llm", "-c", "run.seeds=[1,2,3]", "-c", f"run.smoke={smoke}",
+                  env={"HIVE_MODEL": f"scripted:{script}"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    store, camp = find_campaign(tmp_path / "workspaces", "quickstart")
+    exp = store.experiment(camp.id, 2)
+    attempts = list(store.attempts(exp.id))
+    assert [(a.attempt, a.status) for a in attempts] == [(1, "crashed"), (2, "running")]
+    assert attempts[0].failure.startswith("smoke: " if smoke != "null" else "seed 1: ")
+    assert "NameError: name 'warmup' is not defined" in attempts[0].tail and "Traceback" in attempts[0].tail
+    assert exp.commit == attempts[1].commit != attempts[0].commit
+    assert exp.verdict in ("keep", "discard") and exp.verdict_reason.startswith(
+        f"crash, repaired on attempt 2, then {exp.verdict}: ")
+    runs = list(store.runs(exp.id))
+    assert runs and all(r.status == "ok" for r in runs), "the crashed attempt's run is not among the experiment's"
+    logs = tmp_path / "workspaces" / "quickstart" / "logs" / "exp-2"
+    assert (logs / "attempt-1.seed-1.log").exists() == (smoke == "null")
+    shown = hive("show", "2", "--diff").stdout
+    assert "def warmup(step):" in shown and "attempt 1: " in shown and " crashed: " in shown
+    repair_turns = [e for e in json.loads(hive("show", "2", "--transcript", "--json").stdout)["transcript"]["coder"]
+                    if e["kind"] == "message" and "crashed when Hive ran it" in e.get("content", "")]
+    assert repair_turns and "NameError" in repair_turns[0]["content"]
+    store.engine.dispose()

@@ -147,6 +147,25 @@ class LlmCall(SQLModel, table=True):
     ts: datetime = Field(default_factory=now)
 
 
+class Attempt(SQLModel, table=True):
+    """One commit of an experiment: attempt 1 is the coder's change, each later one a repair after a crash.
+
+    A crashed attempt keeps here what its failed run said (`failure`, and `tail`: the log's last lines with the
+    traceback); its runs are not the experiment's any more, so they never count in its statistics."""
+
+    __table_args__ = (UniqueConstraint("experiment_id", "attempt"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    experiment_id: int = Field(foreign_key="experiment.id", index=True)
+    attempt: int
+    commit: str = ""
+    status: str = "running"  # running | crashed (its run failed) | unrepaired (a repair of it was given up)
+    summary: str = Field(default="", sa_column=Column(Text))  # what the coder said it did
+    failure: str = Field(default="", sa_column=Column(Text))  # e.g. "seed 1: exit code 1", "smoke: timeout"
+    tail: str = Field(default="", sa_column=Column(Text))  # the failed run's log tail (at least 60 lines)
+    created_at: datetime = Field(default_factory=now)
+
+
 class Transcript(SQLModel, table=True):
     """Where one role's conversation of one experiment is saved (a JSONL file; hive/transcripts.py reads it)."""
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from hive.store.models import Campaign, Event, Experiment, Lesson, LlmCall, PullRequest, Run, Transcript, now
+from hive.store.models import Attempt, Campaign, Event, Experiment, Lesson, LlmCall, PullRequest, Run, Transcript, now
 
 T = TypeVar("T", bound=SQLModel)
 FINISHED = "done"
@@ -243,6 +243,21 @@ class Store:
                 q = q.where(LlmCall.experiment_number == experiment_number)
             row = s.exec(q).one()
         return {"calls": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "dollars": float(row[3])}
+
+    def attempts(self, experiment_id: int) -> Sequence[Attempt]:
+        """An experiment's attempts (its commits: the coder's, then each repair's), first first."""
+        with self.session() as s:
+            return s.exec(select(Attempt).where(Attempt.experiment_id == experiment_id)
+                          .order_by(col(Attempt.attempt))).all()
+
+    def start_attempt(self, experiment_id: int, attempt: int, commit: str, summary: str = "") -> Attempt:
+        """Record an experiment's attempt `attempt` (forgetting any from it on: a re-coded experiment starts over)."""
+        with self.session() as s:
+            for row in s.exec(select(Attempt).where(Attempt.experiment_id == experiment_id,
+                                                    Attempt.attempt >= attempt)):
+                s.delete(row)
+            s.commit()
+        return self.add(Attempt(experiment_id=experiment_id, attempt=attempt, commit=commit, summary=summary[:2000]))
 
     def ensure_transcript(self, campaign_id: int, experiment_number: int, role: str, path: str) -> Transcript:
         """The row saying where a role's transcript of an experiment is (made on first use)."""
