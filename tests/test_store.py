@@ -112,3 +112,31 @@ def test_many_openers_at_once_do_not_trip_over_schema_creation(tmp_path):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_leaderboard_tiers_match_one_sort_of_every_row_on_a_random_campaign(db_url):
+    """The tiered queries give what sorting every shown row by (tier, metric, number) gives, ties and limits too."""
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    rng = random.Random(4)
+    store = Store(make_engine(db_url))
+    camp, _ = store.ensure_campaign("tiers")
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for i in range(120):
+        exp = store.new_experiment(camp.id)
+        verdict = "baseline" if i == 0 else rng.choice(["keep", "discard", "discard", "discard", "crash", None])
+        store.update(Experiment, exp.id, status="done" if verdict else rng.choice(["running", "done"]),
+                     verdict=verdict, finished_at=t0 + timedelta(minutes=i),
+                     metric_mean=None if verdict in ("crash", None) or rng.random() < 0.05
+                     else rng.choice([1.0, 1.5, 2.0]) + rng.randint(0, 20) / 10)  # ties on purpose
+    rows = [e for e in store.experiments(camp.id)
+            if e.status == "done" and e.metric_mean is not None and e.verdict in ("baseline", "keep", "discard")]
+    best = store.best(camp.id)
+    for direction in ("minimize", "maximize"):
+        sign = 1 if direction == "minimize" else -1
+        expected = sorted(rows, key=lambda e: (0 if e.number == best.number else 1 if e.verdict != "discard" else 2,
+                                               sign * e.metric_mean, e.number))
+        for limit in (1, 5, 20, 200):
+            got = [e.number for e in store.leaderboard(camp.id, direction, limit)]
+            assert got == [e.number for e in expected[:limit]], (direction, limit)
