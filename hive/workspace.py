@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hive.errors import BadInput, HiveError
 from hive.knobs import KNOBS_FILE
+from hive.logs import own_folder
 from hive.playbook import Playbook, matches_any
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "Hive", "GIT_AUTHOR_EMAIL": "hive@localhost",
@@ -310,9 +311,12 @@ class Workspace:
     def run_dir(self, number: int, seed: int, commit: str, name: str = "") -> Path:
         """A fresh folder with exactly the committed files of `commit`, for one run of one seed (or `name`)."""
         path = self.runs / f"exp-{number}" / (name or f"seed-{seed}")
-        if path.exists():
+        own_folder(path.parent, self.root)  # a link a run left on the way is removed: rmtree would follow it
+        if path.is_symlink():
+            path.unlink()
+        elif path.exists():
             shutil.rmtree(path)
-        path.mkdir(parents=True)
+        path.mkdir()
         self.extract(commit, path)
         return path
 

@@ -339,3 +339,17 @@ def test_a_log_folder_replaced_by_a_link_is_never_written_through(quick, tmp_pat
     (ws.logs / "exp-3").symlink_to(victim)
     clean = runner.run_seed(3, 1, attack_commit(ws, 3, "pass"))
     assert clean.status == "ok" and (victim / "seed-1.log").read_text() == "the user's file\n"
+
+
+def test_a_run_folder_replaced_by_a_link_never_makes_hive_delete_through_it(quick, tmp_path):
+    pb, ws = quick
+    victim = tmp_path / "victim"
+    (victim / "seed-1").mkdir(parents=True)
+    (victim / "seed-1" / "thesis.tex").write_text("years of work")
+    code = f"import os\nos.symlink({str(victim)!r}, '../../../runs/exp-3')\n"
+    runner = Runner(pb, ws, LocalExecutor(sandbox="none"))
+    assert runner.run_seed(2, 1, attack_commit(ws, 2, code)).status == "ok"
+    assert (ws.runs / "exp-3").is_symlink()  # planted for the next experiment's run folder
+    assert runner.run_seed(3, 1, attack_commit(ws, 3, "pass")).status == "ok"
+    assert (victim / "seed-1" / "thesis.tex").read_text() == "years of work"
+    assert not (ws.runs / "exp-3").is_symlink()
