@@ -17,6 +17,7 @@ from hive.agents.significance import keep_power, look_level, looks
 from hive.errors import BadInput, HiveError
 from hive.executors import make_executor, reap_leftovers
 from hive.executors.local import reap_orphans
+from hive.invocation import interpreter, missing_imports, path_first
 from hive.playbook import Playbook
 from hive.playbook.changes import playbook_changes
 from hive.runner import Runner
@@ -40,6 +41,11 @@ def preflight(playbook: Playbook, here: bool = True) -> None:
     if playbook.coder_spec.kind in ("agent", "edits") and playbook.model_for("coder") is None:
         raise BadInput(f"coder: {playbook.coder_spec.kind!r} needs a model: set models.coder in the playbook, "
                        f"or HIVE_MODEL")
+    python = playbook.run.python
+    if python and "{repo}" not in python:
+        found = interpreter(playbook, Path("."))
+        if not (os.path.isfile(found) and os.access(found, os.X_OK)):
+            raise BadInput(f"run.python: {python!r} is not an executable interpreter (looked for {found})")
     if playbook.executor.kind != "slurm":  # Slurm places GPUs itself
         check_resources(playbook.scheduler, playbook.run.resources, here)
 
@@ -61,6 +67,13 @@ def validate_warnings(playbook: Playbook) -> list[str]:
                 f"keeps a gain of {CLEAR_GAIN:g} seed standard deviations only {power:.0%} of the time (its typical "
                 f"p-value is {p:.3g}, the level {look_level(obj.alpha, at):.3g}); give more run.seeds "
                 f"(objective.max_seeds) or a larger objective.alpha")
+    python = interpreter(playbook, Path("{repo}"))
+    if "{repo}" not in (playbook.run.python or ""):  # a {repo} interpreter exists only once the campaign does
+        script, missing = missing_imports(playbook, python)
+        if missing:
+            warnings.append(f"run: {script} imports {', '.join(missing)}, which the runs' python ({python}) does not "
+                            f"have: install {'it' if len(missing) == 1 else 'them'} there, or set run.python to the "
+                            f"interpreter of the repository's environment")
     return warnings
 
 
@@ -376,7 +389,10 @@ def _run_setup(playbook: Playbook, workspace: Workspace, echo: Callable[[str], N
         echo(f"setup: {playbook.setup}")
     log = workspace.root / "setup.log"
     with open(log, "w") as out:
-        proc = subprocess.run(playbook.setup, shell=True, cwd=workspace.repo_dir, stdout=out, stderr=subprocess.STDOUT)
+        # the same `python` and PATH as the runs get (run.python, run.path), in the rest of the host's environment
+        path = os.pathsep.join([*path_first(playbook, workspace.repo_dir), os.environ.get("PATH", "/usr/bin:/bin")])
+        proc = subprocess.run(playbook.setup, shell=True, cwd=workspace.repo_dir, stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PATH": path})
     if proc.returncode != 0:
         tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
         raise HiveError(f"setup command failed (exit {proc.returncode}; {log}): {tail[-300:]}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hive.errors import RunTimedOut
 from hive.executors.base import Executor, RunRequest, RunResult, scrubbed_environment
-from hive.invocation import Invocation, expand, invocation
+from hive.invocation import Invocation, expand, invocation, path_first
 from hive.logs import append_log, cap_log, log_tail, not_own_file, open_log, own_folder, write_log
 from hive.objective import read_metrics
 from hive.playbook import Playbook
@@ -145,7 +145,9 @@ class Runner:
         command = run.command
         env = {**run.env, "HIVE_SEED": str(seed)}
         request = RunRequest(command=command, cwd=run_dir, log_path=log_path, timeout=pb.run.timeout,
-                             env=scrubbed_environment(env, pb.run.pass_env), devices=devices or [],
+                             env=scrubbed_environment(env, pb.run.pass_env,
+                                                      path_first=path_first(pb, self.workspace.repo_dir)),
+                             devices=devices or [],
                              threads=pb.run.resources.cpu_threads, memory_mb=pb.run.resources.memory_mb,
                              label=f"{self.workspace.campaign}/exp-{number}/{name}", network=pb.run.network,
                              **self._sandbox_view(pb.run.command, *pb.run.env.values()))
@@ -187,10 +189,16 @@ class Runner:
 
     def _sandbox_view(self, *texts: str) -> dict:
         """What a sandboxed command sees of the campaign: nothing, or the repo's files (not its .git) for {repo}."""
-        view: dict = {"hidden": [self.workspace.root]}
+        view: dict = {"hidden": [self.workspace.root], "read_only": {}}
         if any("{repo}" in text for text in texts):
-            view["read_only"] = {"repo": self.workspace.repo_dir}
+            view["read_only"]["repo"] = self.workspace.repo_dir
             view["hidden"].append(self.workspace.repo_dir / ".git")
+        # the playbook's interpreter (its whole environment) and PATH folders stay readable wherever they live
+        if self.playbook.run.python or self.playbook.run.path:
+            folders = [Path(p) for p in path_first(self.playbook, self.workspace.repo_dir)]
+            folders[-1] = folders[-1].parent  # run.python's bin/ folder: its environment is the one above
+            for i, folder in enumerate(f for f in folders if f.is_dir() and not f.is_relative_to(self.workspace.root)):
+                view["read_only"][f"path-{i}"] = folder
         return view
 
     def _score(self, number: int, seed: int, run_dir: Path, log_path: Path, run_metrics: dict, result: RunResult,
@@ -218,7 +226,8 @@ class Runner:
         # data there, as Parameter Golf's builds its validation shard), which no run can reach and which goes after
         view["read_only"] = {**view.get("read_only", {}), "harness": harness, "run": run_dir}
         request = RunRequest(command=command, cwd=run_dir, log_path=score_log, timeout=pb.score.timeout,
-                             env=scrubbed_environment({**env, "HIVE_HARNESS": str(harness)}, pb.run.pass_env),
+                             env=scrubbed_environment({**env, "HIVE_HARNESS": str(harness)}, pb.run.pass_env,
+                                                      path_first=path_first(pb, repo)),
                              threads=pb.run.resources.cpu_threads, label=f"score exp-{number}/seed-{seed}",
                              writable=[harness], **view)
         try:

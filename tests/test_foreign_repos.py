@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -310,3 +311,40 @@ def test_report_is_one_self_contained_page_a_headless_browser_renders_with_its_p
     (tmp_path / "report" / "control.html").write_text('<img src="/elsewhere.png">')
     _, asked = _browse(tmp_path / "report", "control.html")
     assert "/elsewhere.png" in asked
+
+
+def test_runs_and_setup_use_the_playbooks_python_and_validate_names_an_import_it_lacks(tmp_path):
+    """A repository whose trainer imports a package that only its own environment has: validate names the import
+    Hive's python lacks; with run.python naming that environment, validate is quiet, setup and runs both get that
+    python, and the baseline runs."""
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    site = next((env / "lib").glob("python3*/site-packages"))
+    (site / "hive_probe_dep.py").write_text("VALUE = 0.25\n")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text("import os\nimport hive_probe_dep\n\nprint('---')\n"
+                                   "print('val_loss:', hive_probe_dep.VALUE * int(os.environ['SEED']))\n")
+    (tmp_path / "probe.yaml").write_text(
+        "name: probe\nsource: repo\neditable: ['train.py']\n"
+        "setup: python -c 'import hive_probe_dep' && python -c 'import sys; print(sys.prefix)' > setup-prefix.txt\n"
+        "run: {command: python train.py, seeds: [1], timeout: 30}\n"
+        "objective: {metric: val_loss, confirm_seeds: 1}\nstrategist: random\n"
+        "knobs: [{name: W, type: int, low: 1, high: 3, bind: {env: W}}]\n")
+    playbook = str(tmp_path / "probe.yaml")
+    lacking = run_hive("playbook", "validate", playbook, "--json", cwd=tmp_path)
+    assert lacking.returncode == 0, lacking.stderr
+    assert json.loads(lacking.stdout)["warnings"] == [
+        f"run: train.py imports hive_probe_dep, which the runs' python ({sys.executable}) does not have: install it "
+        f"there, or set run.python to the interpreter of the repository's environment"]
+    python = ["-c", f"run.python={env / 'bin' / 'python'}"]
+    quiet = run_hive("playbook", "validate", playbook, *python, "--json", cwd=tmp_path)
+    assert json.loads(quiet.stdout)["warnings"] == []
+    bad = run_hive("playbook", "validate", playbook, "-c", "run.python=/nowhere/python", cwd=tmp_path)
+    assert bad.returncode == 2 and "run.python: '/nowhere/python' is not an executable interpreter" in bad.stderr
+    ran = run_hive("start", playbook, "--headless", "--max-experiments", "1", *python, cwd=tmp_path, timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    store, camp = find_campaign(tmp_path / "workspaces", "probe")
+    baseline = store.experiment(camp.id, 1)
+    assert baseline.verdict == "baseline" and baseline.metric_mean == 0.25
+    assert (tmp_path / "workspaces" / "probe" / "repo" / "setup-prefix.txt").read_text().strip() == str(env)

@@ -72,17 +72,19 @@ def _matches(name: str, patterns: list[str]) -> bool:
 
 
 def scrubbed_environment(extra: dict[str, str] | None = None, pass_env: list[str] | None = None,
-                         host: dict[str, str] | None = None) -> dict[str, str]:
+                         host: dict[str, str] | None = None, path_first: list[str] | None = None) -> dict[str, str]:
     """The environment of a run: a short allow-list of host variables, never a secret, plus `extra`.
 
     `pass_env` may name more host variables; names that look like secrets are dropped even then, unless
-    they are set explicitly through `extra` (the playbook's `run.env`).
+    they are set explicitly through `extra` (the playbook's `run.env`). `path_first` goes before the host's
+    PATH (the playbook's run.path and run.python; by default the folder of the interpreter Hive runs in).
     """
     host = dict(os.environ if host is None else host)
     allowed = PASSED + list(pass_env or [])
     env = {k: v for k, v in host.items() if _matches(k, allowed) and not _matches(k, SECRET)}
-    # the run's `python` is the interpreter Hive runs in, so its packages (torch) are there
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
+    # the run's `python` is the playbook's run.python, else the interpreter Hive runs in (its packages: torch)
+    first = path_first if path_first is not None else [str(Path(sys.executable).parent)]
+    env["PATH"] = os.pathsep.join([*first, env.get("PATH", "/usr/bin:/bin")])
     env.setdefault("HOME", "/tmp")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})

@@ -83,6 +83,12 @@ class RunSpec(Strict):
     seed_flag: str | None = Field(None, pattern=FLAG_RE, description="flag appended to the command with the seed, "
                                                                     "e.g. --seed (written in flag_style)")
     flag_style: FlagStyle = Field("space", description=FLAG_STYLE_HELP + "; a knob's bind.flag_style overrides it")
+    python: str | None = Field(None, min_length=1, description="the interpreter `python` means for runs, the scorer and "
+                                                            "setup: its folder goes first on PATH (a path, relative to "
+                                                            "the playbook, {repo} allowed, or a name on PATH; default: "
+                                                            "the one Hive runs in)")
+    path: list[str] = Field(default_factory=list, description="folders put first on PATH (before run.python's) for runs, "
+                                                              "the scorer and setup")
     seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1,
                              description="seeds in the order runs use them")
     resources: Resources = Field(default_factory=Resources)
