@@ -72,8 +72,8 @@ class Experiment(SQLModel, table=True):
     # Denormalised on purpose, written once when the experiment is judged: the numbers its verdict was made on (a
     # best that runs more seeds later, to pair them with candidates, keeps the verdict's mean), and what the views
     # sort by. Derived from the runs at 100,000 experiments (bench/store_scale.py, SQLite, load ~14) the leaderboard
-    # took 4.6 s against 1.5 s stored; the best's value, one experiment and the GPU/CPU-seconds totals cost the
-    # same either way (bench/README.md).
+    # took 3.2 s against 24 ms stored; the best's value and one experiment cost about the same either way, the
+    # GPU/CPU-seconds totals 1.1 s against 0.6 s (bench/README.md).
     metric_mean: Optional[float] = None
     metric_std: Optional[float] = None
     p_value: Optional[float] = None
