@@ -5,11 +5,15 @@ combined."""
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import subprocess
 from pathlib import Path
 
 from hive.agents.combine import COMBINE_SOURCE, combination
+from hive.agents.critic import Critic, SeedResult
+from hive.agents.significance import moderated_p_value, pool_noise
+from hive.playbook import Objective
 from hive.store import Lesson, Store, make_engine
 from hive.store.models import now
 
@@ -119,3 +123,30 @@ def test_a_win_over_its_parent_on_other_knobs_is_proposed_with_the_best_once(tmp
     clash = exp("discard", 1, A=0, B=1)
     store.add(Lesson(campaign_id=cid, experiment_number=clash, source=COMBINE_SOURCE, text="beat exp-1"))
     assert combination(store, cid, other) is None
+
+
+def test_pooled_seed_noise_decides_at_three_seeds_where_the_plain_paired_test_cannot():
+    objective = Objective(metric="loss", direction="minimize", min_delta=0.0072, alpha=0.05, confirm_seeds=3)
+    critic = Critic(objective, max_seeds=5)
+    best = {1: 1.9809, 2: 1.9294, 3: 1.9525}
+    gains = {1: 0.020, 2: 0.012, 3: 0.016}  # a real gain, 0.016 against min_delta 0.0072
+    candidate = [SeedResult(s, "ok", {"loss": best[s] - g}) for s, g in gains.items()]
+    alone = critic.judge(candidate, best, 1)  # its own 2 df of noise do not reach the level (p 0.03 > 0.0245)
+    earlier = [[0.004, -0.006, 0.003], [-0.008, 0.002, 0.005, -0.001], [0.006, -0.004, 0.0]]  # differences seen
+    pooled = critic.judge(candidate, best, 1, pool_noise(earlier, 30))
+    assert alone.verdict == "more_seeds" and pooled.verdict == "keep", (alone.reason, pooled.reason)
+    assert "pooled over 7 df" in pooled.reason and pooled.p_value < alone.p_value
+    # a candidate whose own differences swing far more than the pool's is tested on its own noise
+    wild = [SeedResult(s, "ok", {"loss": v}) for s, v in zip((1, 2, 3), (1.90, 1.93, 1.86))]
+    assert "pooled" not in critic.judge(wild, best, 1, pool_noise(earlier, 30)).reason
+
+
+def test_pooling_keeps_the_false_keep_rate_at_alpha():
+    rng = random.Random(7)
+    keeps, trials = 0, 2000
+    for _ in range(trials):
+        pool = [[rng.gauss(0, 1) for _ in range(3)] for _ in range(5)]
+        shifted = [rng.gauss(0, 1) for _ in range(3)]
+        p, _ = moderated_p_value(shifted, *pool_noise(pool, 30))
+        keeps += p < 0.05
+    assert keeps / trials < 0.05 + 3 * (0.05 * 0.95 / trials) ** 0.5, keeps / trials
