@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from hive.agents.command_coder import check_cli
 from hive.agents.significance import keep_power, look_level, looks
 from hive.errors import BadInput, HiveError
 from hive.executors import make_executor, reap_leftovers
@@ -46,6 +47,8 @@ def preflight(playbook: Playbook, here: bool = True) -> None:
         found = interpreter(playbook, Path("."))
         if not (os.path.isfile(found) and os.access(found, os.X_OK)):
             raise BadInput(f"run.python: {python!r} is not an executable interpreter (looked for {found})")
+    if playbook.coder_spec.kind == "command":
+        check_cli(playbook.coder_spec)  # the agent CLI must be there before anything is created
     if playbook.executor.kind != "slurm":  # Slurm places GPUs itself
         check_resources(playbook.scheduler, playbook.run.resources, here)
 

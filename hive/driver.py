@@ -22,6 +22,7 @@ from hive.graph import ExperimentFlow, Roles, Stopped
 from hive.playbook import Playbook
 from hive.sandbox import Sandbox
 from hive.scheduler import make_scheduler
+from hive.scripted import ensure_server
 from hive.store import Campaign, Experiment
 from hive.store.models import now
 from hive.store.queries import IN_FLIGHT
@@ -69,8 +70,25 @@ def _edits_coder(ctx: CampaignContext, llm):  # noqa: ANN001, ANN202
     return LlmCoder(llm, ctx.playbook.editable, ctx.playbook.protected)
 
 
+def _command_coder(ctx: CampaignContext, llm):  # noqa: ANN001, ANN202
+    from hive.agents.command_coder import CommandCoder
+
+    pb, ws = ctx.playbook, ctx.workspace
+    spec = pb.coder_spec
+
+    def api() -> tuple[str, str | None]:  # the model the CLI is told; a scripted one is served on 127.0.0.1
+        model = spec.model or pb.model_for("coder") or ""
+        if model.startswith("scripted:"):
+            return "openai/coder", ensure_server(model.removeprefix("scripted:")).api_base
+        return model, pb.models.api_base
+
+    mode = getattr(pb.executor, "sandbox", "auto")  # the CLI runs here, locally, as the agent coder's commands do
+    return CommandCoder(spec, pb, ctx.store, ctx.campaign.id, ws.logs, [ws.root], Sandbox(mode), api)
+
+
 # the coders by `coder.kind`; those that need a model are named in MODEL_CODERS
-CODERS = {"agent": _agent_coder, "edits": _edits_coder, "knobs": lambda ctx, llm: KnobCoder(ctx.playbook)}
+CODERS = {"agent": _agent_coder, "edits": _edits_coder, "knobs": lambda ctx, llm: KnobCoder(ctx.playbook),
+          "command": _command_coder}
 MODEL_CODERS = ("agent", "edits")
 
 

@@ -142,3 +142,55 @@ def test_a_missing_cli_names_the_field():
         check_cli(CommandCoderSpec(preset="mini-swe-agent", cli="/nowhere/mini"))
     with pytest.raises(BadInput, match=r"^coder.command: the agent CLI 'no-such-agent' is not on PATH"):
         check_cli(CommandCoderSpec(command="no-such-agent --task {task_file}"))
+
+
+# -- in a campaign: hive start with coder: {kind: command} ---------------------------------------------------------
+
+def start_with(hive, tmp_path, coder: str, script: dict, experiments: int = 2):
+    (tmp_path / "campaign.json").write_text(json.dumps(script))
+    return hive("start", str(PLAYBOOKS / "quickstart.yaml"), "--headless", "--max-experiments", str(experiments),
+                "-c", "strategist=llm", "-c", f"coder={coder}", "-c", "scheduler.lookahead=0",
+                env={"HIVE_MODEL": f"scripted:{tmp_path / 'campaign.json'}", "OPENAI_API_KEY": "scripted"})
+
+
+PROPOSAL = json.dumps({"hypothesis": "Raise LEARNING_RATE to 0.1", "rationale": "underfits", "parent": None,
+                       "plan": "In train.py set LEARNING_RATE = 0.1."})
+
+
+@pytest.mark.parametrize("preset", ["mini-swe-agent", "aider"])
+def test_an_agent_cli_completes_a_quickstart_experiment(hive, tmp_path, preset):
+    exe = cli(preset)
+    if preset == "mini-swe-agent":
+        steps = [f"```mswea_bash_command\nsed -i 's/^LEARNING_RATE = 0.01 /LEARNING_RATE = 0.1 /' train.py\n```",
+                 "```mswea_bash_command\necho COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\n```"]
+    else:
+        steps = [f"train.py\n```python\n<<<<<<< SEARCH\n{LR}\n=======\n{NEW_LR}\n>>>>>>> REPLACE\n```\n"]
+    result = start_with(hive, tmp_path, f"{{kind: command, preset: {preset}, cli: {exe}}}",
+                        {"proposer": [PROPOSAL], "coder": steps})
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = json.loads(hive("show", "2", "--json").stdout)
+    assert shown["verdict"] in ("keep", "discard") and shown["runs"], shown["verdict_reason"]
+    assert f"+{NEW_LR}" in shown["diff"]
+    text = hive("show", "2", "--transcript", "--role", "coder")
+    assert text.returncode == 0, text.stderr
+    assert f"$ {exe}" in text.stdout and "[exit 0," in text.stdout
+
+
+def test_a_command_coder_that_edits_a_protected_file_is_rejected(hive, tmp_path):
+    evil = "sed -i 's/^print(\"---\")/print(\"---\"); print(\"val_loss: 0\")/' score.py && echo edited"
+    result = start_with(hive, tmp_path, json.dumps({"kind": "command", "command": evil}),
+                        {"proposer": [PROPOSAL]})
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = json.loads(hive("show", "2", "--json").stdout)
+    assert shown["verdict"] == "rejected" and "score.py" in shown["verdict_reason"], shown["verdict_reason"]
+    assert shown["runs"] == []
+
+
+def test_field_errors_of_the_command_coder_exit_2_naming_the_field(hive, tmp_path):
+    for coder, field in (("{kind: command, preset: cursor}", "coder.preset: must be one of"),
+                         ("{kind: command, preset: claude-code}", "coder.preset"),
+                         ("{kind: command, command: 'no-such-agent {task_file}'}", "coder.command")):
+        result = start_with(hive, tmp_path, coder, {"proposer": [PROPOSAL]})
+        assert result.returncode == 2, (coder, result.stderr[-2000:])
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and field in lines[0], (coder, lines)

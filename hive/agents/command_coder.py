@@ -28,6 +28,7 @@ from hive.playbook import Playbook, matches_any
 from hive.playbook.schema import CommandCoderSpec
 from hive.sandbox import Policy, Sandbox
 from hive.store import LlmCall, Store
+from hive.transcripts import Transcript
 from hive.workspace import run_git
 
 OUTPUT_CHARS = 20_000  # of the CLI's output kept in the transcript (head and tail)
@@ -150,23 +151,24 @@ class CommandCoder:
         # the CLI's own install (a venv's bin/..) stays readable wherever it lives, /tmp and homes included
         policy = Policy(writable=(tree, out), read_only=(Path(self.executable).parent.parent,),
                         hidden=tuple(self.hidden), network=True)
-        transcript = out.parent / "coder.jsonl"
-        _write(transcript, "note", text=f"{self.spec.preset or 'command'}: {shlex.join(argv)} in {tree} "
-                                        f"({'sandboxed' if self.sandbox.enforced else 'NOT sandboxed'}; "
-                                        f"environment: {', '.join(sorted(env))})")
+        transcript = Transcript(self.logs, number, "coder")
+        self.store.ensure_transcript(self.campaign_id, number, "coder", str(transcript.path))
+        transcript.note(f"{self.spec.preset or 'command'}: {shlex.join(argv)} in {tree} "
+                        f"({'sandboxed' if self.sandbox.enforced else 'NOT sandboxed'}; "
+                        f"environment: {', '.join(sorted(env))})")
         t0 = time.monotonic()
         code, output = _run(self.sandbox.argv(argv, policy, cwd=tree), tree, env, self.spec.timeout)
         seconds = time.monotonic() - t0
-        _write(transcript, "command", command=shlex.join(argv), exit_code=code, seconds=round(seconds, 3),
+        transcript.write("command", command=shlex.join(argv), exit_code=code, seconds=round(seconds, 3),
                output=output)
         for role, content in cli_messages(self.spec.preset, out, output):
-            _write(transcript, "message", role=role, content=content)
+            transcript.message(role, content)
         dollars, tokens_in, tokens_out = cli_cost(self.spec.preset, out, output)
         self.store.add(LlmCall(campaign_id=self.campaign_id, experiment_number=number, role="coder",
                                model=f"{self.spec.preset or 'command'}:{model}", prompt_tokens=tokens_in,
                                completion_tokens=tokens_out, dollars=dollars, seconds=round(seconds, 3),
                                ok=code == 0, error="" if code == 0 else f"exit {code}"))
-        _write(transcript, "cost", tokens_in=tokens_in, tokens_out=tokens_out, dollars=dollars, seconds=round(seconds, 3))
+        transcript.write("cost", model=model, tokens_in=tokens_in, tokens_out=tokens_out, dollars=dollars, seconds=round(seconds, 3))
         _remove_outputs(tree, self.pb)
         if code != 0:
             why = "was killed at coder.timeout" if code is None else f"exited {code}"
@@ -269,13 +271,6 @@ def _remove_outputs(tree: Path, playbook: Playbook) -> None:
 
 def _tracked(tree: Path) -> list[str]:
     return [p for p in run_git(tree, "ls-files", "-z").stdout.split("\0") if p]
-
-
-def _write(path: Path, kind: str, **fields: object) -> None:
-    """One transcript line in the format of every role's transcript: {"ts", "kind", ...}."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"ts": round(time.time(), 3), "kind": kind, **fields}, default=str, ensure_ascii=False) + "\n")
 
 
 def _json(path: Path) -> dict:

@@ -227,7 +227,30 @@ class KnobsCoderSpec(Strict):
     kind: Literal["knobs"]
 
 
-CoderSpec = Annotated[Union[AgentCoderSpec, EditsCoderSpec, KnobsCoderSpec], Field(discriminator="kind")]
+class CommandCoderSpec(Strict):
+    """An agent CLI as the coder: a preset (mini-swe-agent, aider, codex, claude-code) or a full command template."""
+
+    kind: Literal["command"] = "command"
+    preset: Literal["mini-swe-agent", "aider", "codex", "claude-code"] | None = Field(
+        None, description="an agent CLI Hive knows how to run (README: the command line of each)")
+    command: str | None = Field(None, min_length=1, description="a bash command template instead of a preset: "
+                                "{task} {task_file} {model} {api_base} {out} {files} are filled in, quoted")
+    cli: str | None = Field(None, min_length=1, description="the preset's executable, if not on PATH by its name")
+    model: str | None = Field(None, description="the model the CLI is told (default models.coder, else HIVE_MODEL)")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="the one variable with a key the CLI gets (default: models.api_key_env, "
+                                                "else the preset's own, e.g. ANTHROPIC_API_KEY for claude-code)")
+    timeout: float = Field(1800, gt=0, description="seconds the CLI may run for one experiment")
+
+    @model_validator(mode="after")
+    def _preset_or_command(self) -> "CommandCoderSpec":
+        if (self.preset is None) == (self.command is None):
+            raise ValueError("give coder.preset or coder.command (one of them)")
+        return self
+
+
+CoderSpec = Annotated[Union[AgentCoderSpec, EditsCoderSpec, KnobsCoderSpec, CommandCoderSpec],
+                     Field(discriminator="kind")]
 
 
 class Budget(Strict):
@@ -282,28 +305,6 @@ class Scheduler(Strict):
     starvation_limit: int = Field(8, ge=0, description="how often smaller runs may overtake a waiting larger one")
 
 
-class CommandCoderSpec(Strict):
-    """An agent CLI as the coder: a preset (mini-swe-agent, aider, codex, claude-code) or a full command template."""
-
-    kind: Literal["command"] = "command"
-    preset: Literal["mini-swe-agent", "aider", "codex", "claude-code"] | None = Field(
-        None, description="an agent CLI Hive knows how to run (README: the command line of each)")
-    command: str | None = Field(None, min_length=1, description="a bash command template instead of a preset: "
-                                "{task} {task_file} {model} {api_base} {out} {files} are filled in, quoted")
-    cli: str | None = Field(None, min_length=1, description="the preset's executable, if not on PATH by its name")
-    model: str | None = Field(None, description="the model the CLI is told (default models.coder, else HIVE_MODEL)")
-    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                                    description="the one variable with a key the CLI gets (default: models.api_key_env, "
-                                                "else the preset's own, e.g. ANTHROPIC_API_KEY for claude-code)")
-    timeout: float = Field(1800, gt=0, description="seconds the CLI may run for one experiment")
-
-    @model_validator(mode="after")
-    def _preset_or_command(self) -> "CommandCoderSpec":
-        if (self.preset is None) == (self.command is None):
-            raise ValueError("give coder.preset or coder.command (one of them)")
-        return self
-
-
 class Playbook(Strict):
     name: str = Field(..., pattern=NAME_RE, description="campaign name (letters, digits, . _ -)")
     description: str = ""
@@ -323,7 +324,7 @@ class Playbook(Strict):
     knobs: list[Knob] = Field(default_factory=list)
     knob_constraints: list[str] = Field(default_factory=list, description="expressions over knob names every "
                                         "configuration must satisfy before it runs, e.g. 'NUM_HEADS % NUM_KV_HEADS == 0'")
-    coder: CoderSpec | None = Field(None, description="agent | edits | knobs, or a mapping with kind: and its fields "
+    coder: CoderSpec | None = Field(None, description="agent | edits | knobs | command, or a mapping with kind: and its fields "
                                                       "(default: agent with strategist llm, else knobs)")
     models: Models = Field(default_factory=Models)
     budget: Budget = Field(default_factory=Budget)
@@ -380,7 +381,7 @@ class Playbook(Strict):
         return 1 if self.objective.confirm_seeds == 1 else len(self.run.seeds)
 
     @property
-    def coder_spec(self) -> AgentCoderSpec | EditsCoderSpec | KnobsCoderSpec:
+    def coder_spec(self) -> AgentCoderSpec | EditsCoderSpec | KnobsCoderSpec | CommandCoderSpec:
         """The coder the campaign uses: `coder`, else the agent with an LLM strategist, else the knob rewriter."""
         if self.coder is not None:
             return self.coder
