@@ -235,3 +235,30 @@ def test_a_crash_is_repaired_and_only_the_repaired_attempt_counts(hive, tmp_path
                     if e["kind"] == "message" and "crashed when Hive ran it" in e.get("content", "")]
     assert repair_turns and "NameError" in repair_turns[0]["content"]
     store.engine.dispose()
+
+
+def test_the_param_golf_script_reads_runs_the_smoke_test_hits_an_error_and_fixes_it(tmp_path):
+    pytest.importorskip("torch", reason="the Parameter Golf template needs torch")
+    from hive.scripted import SCRIPTS
+
+    script = json.loads((SCRIPTS / "param_golf.json").read_text())
+    plan = Proposal(**json.loads(script["proposer"][0]))
+    pb = load_playbook(PLAYBOOKS / "param_golf.yaml", ["models.coder=scripted:param_golf", "strategist=llm",
+                                                       "run.env.MODEL_DIM=64", "run.env.NUM_LAYERS=2"])
+    ws = Workspace(tmp_path / "ws", "param_golf")
+    base = ws.create(pb)
+    store = Store(make_engine(f"sqlite:///{tmp_path}/h.db"))
+    camp, _ = store.ensure_campaign("param_golf")
+    llm = LLM(store, camp.id, pb, backoff=0.01, logs=ws.logs)
+    tree = ws.worktree(2, base)
+    coder = AgentCoder(llm, pb, ws.repo_dir, [ws.root], Sandbox("auto"), pb.coder_spec)
+    assert coder.code(plan, tree, view(), 2) == "LeakyReLU(0.5)^2 in the MLP (was relu^2)"
+    commit = ws.commit(tree, "exp-2")
+    diff = ws.diff(base, commit)
+    assert "+        return self.proj(F.leaky_relu(self.fc(x), negative_slope=0.5).square())" in diff
+    assert ws.illegal_changes(base, commit, pb) == [] and ws.changed_paths(base, commit) == ["train_gpt.py"]
+    commands = [e for e in read_transcript(ws.logs / "exp-2" / "coder.jsonl") if e["kind"] == "command"]
+    smokes = [c for c in commands if "ITERATIONS=20" in c["command"]]
+    assert len(smokes) == 2 and "unexpected keyword argument 'slope'" in smokes[0]["output"]
+    assert "steps: 20" in smokes[1]["output"] and "Traceback" not in smokes[1]["output"]
+    assert "module.load_artifact(artifact_path)" in commands[1]["output"]  # it read how the protected scorer loads the model
