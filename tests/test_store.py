@@ -79,11 +79,20 @@ def test_sqlite_uses_wal(tmp_path):
 def test_a_store_made_by_an_older_hive_gains_the_new_columns(tmp_path):
     import sqlite3
 
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from hive.store.migrate import _config
+
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    store = Store(make_engine(url))
-    store.ensure_campaign("old")
-    store.engine.dispose()
+    engine = create_engine(url)
+    with engine.begin() as conn:  # the schema as it stood before migrations (the baseline), not today's
+        command.upgrade(_config(conn), "0001")
+    engine.dispose()
     with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("INSERT INTO campaign (name, playbook_path, objective_metric, direction, status, baseline_commit,"
+                     " created_at, updated_at, active_seconds) VALUES ('old', '', 'val_loss', 'minimize', 'created',"
+                     " '', '2026-01-01 00:00:00', '2026-01-01 00:00:00', 0)")
         conn.execute("DROP TABLE alembic_version")  # an older Hive had no migrations
         conn.execute("ALTER TABLE campaign DROP COLUMN active_seconds")
         conn.execute("DROP INDEX ix_experiment_metric")
