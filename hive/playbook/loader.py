@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,41 @@ from hive.errors import BadInput
 from hive.knobs import top_level_assignments
 from hive.playbook.globs import matches_any
 from hive.playbook.schema import FileBinding, Playbook
+
+
+MAX_VALUES = 100_000  # a playbook's values once YAML aliases are expanded; past it, an alias bomb, refused unbuilt
+
+
+def _read_yaml(text: str, origin: str) -> Any:
+    """Parse YAML, refusing before it builds anything a document whose aliases expand past MAX_VALUES values."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_VALUES:
+            raise BadInput(f"{origin}: its YAML aliases expand to more than {MAX_VALUES} values (an alias bomb?)")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values a node holds with every alias expanded (memoised per node: no expansion happens)."""
+    key = id(node)
+    if key in sizes:
+        if sizes[key] < 0:
+            raise BadInput("an alias refers to a value that contains it (a recursive YAML alias)")
+        return sizes[key]
+    sizes[key] = -1
+    if isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    else:
+        total = 1
+    sizes[key] = total
+    return total
 
 
 def _set_path(data: dict, dotted: str, value: Any) -> None:
@@ -97,7 +133,9 @@ def load_playbook(path: str | Path, overrides: list[str] | None = None, check_so
     if not path.is_file():
         raise BadInput(f"{origin}: playbook file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _read_yaml(path.read_text(encoding="utf-8"), origin)
+    except BadInput as exc:
+        raise BadInput(str(exc) if str(exc).startswith(origin) else f"{origin}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -135,9 +173,14 @@ def check_against_source(playbook: Playbook, origin: str) -> None:
         return
     if not src.is_dir():
         raise BadInput(f"{origin}: source: folder or repository {playbook.source!r} not found (looked at {src})")
+    if (src / ".git").exists():
+        _check_git_source(playbook, src, origin)
     for i, knob in enumerate(playbook.knobs):
         if not isinstance(knob.bind, FileBinding):
             continue
+        if knob.bind.file.startswith("/") or ".." in knob.bind.file.split("/"):
+            raise BadInput(f"{origin}: knobs.{i}.bind.file: {knob.bind.file!r} is not a path inside the source "
+                           f"(no leading / and no ..)")
         target = src / knob.bind.file
         if not target.is_file():
             raise BadInput(f"{origin}: knobs.{i}.bind.file: file {knob.bind.file!r} does not exist in {src}")
@@ -151,3 +194,27 @@ def check_against_source(playbook: Playbook, origin: str) -> None:
             raise BadInput(f"{origin}: knobs.{i}.bind.file: {knob.bind.file!r} is not valid Python: {exc.msg}") from None
         if knob.bind.assign not in names:
             raise BadInput(f"{origin}: knobs.{i}.bind.assign: no top-level assignment {knob.bind.assign!r} in {knob.bind.file}")
+
+
+def _git(src: Path, *args: str) -> list[str] | None:
+    proc = subprocess.run(["git", *args], cwd=src, capture_output=True, text=True, check=False)
+    return proc.stdout.splitlines() if proc.returncode == 0 else None
+
+
+def _check_git_source(playbook: Playbook, src: Path, origin: str) -> None:
+    """A git source is cloned at its ref (HEAD): editable or protected files it lacks, or changes not committed, are named."""
+    ref = playbook.ref or "HEAD"
+    if _git(src, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}") is None:
+        raise BadInput(f"{origin}: ref: {ref!r} is not a commit, branch or tag of {src}")
+    tracked = set(_git(src, "ls-tree", "-r", "--name-only", ref) or [])
+    globs = playbook.editable + playbook.protected
+    untracked = [p for p in _git(src, "ls-files", "--others", "--exclude-standard") or []
+                 if p not in tracked and matches_any(p, globs)]
+    if untracked:
+        raise BadInput(f"{origin}: source: {', '.join(untracked[:3])} not committed at {ref} of {src}, which is what "
+                       f"the campaign clones (editable or protected files it would lack): commit them")
+    if playbook.ref is None:
+        changed = [p for p in _git(src, "diff", "--name-only", "HEAD") or [] if matches_any(p, globs)]
+        if changed:
+            raise BadInput(f"{origin}: source: {', '.join(changed[:3])} in {src} has changes not committed; the "
+                           f"campaign clones HEAD without them: commit or stash them")

@@ -1,7 +1,8 @@
-"""The playbook's schema: every field a campaign is configured by, with its type, default and checks."""
+"""The playbook's schema: every field, its type, default and checks (one noun, so over 400 lines)."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -16,10 +17,16 @@ FLAG_RE = r"^-{1,2}[A-Za-z0-9][A-Za-z0-9_.-]*$"
 FlagStyle = Literal["space", "equals"]
 FLAG_STYLE_HELP = "how a flag carries its value: 'space' (--lr 0.1) or 'equals' (--lr=0.1)"
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE_]+)\s*$")
+SEED_MAX = 2**32 - 1  # numpy's and the samplers' seed range: a larger seed crashes the run or the sampler
+MIN_LOG_MB = 5  # a capped log keeps its first 1 MB and last 4 MB: a smaller cap cannot be honoured
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+EnvName = Annotated[str, Field(pattern=ENV_NAME)]
+Command = Annotated[str, Field(min_length=1, pattern=r"^[^\x00]*$")]  # no NUL: no process can be given one
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no limit, bound or threshold is inf or NaN
 
 
 class Resources(Strict):
@@ -73,13 +80,14 @@ class Progress(Strict):
 
 
 class RunSpec(Strict):
-    command: str = Field(..., min_length=1, description="command run by /bin/sh -c in a fresh folder with the experiment's "
+    command: Command = Field(..., description="command run by /bin/sh -c in a fresh folder with the experiment's "
                                                          "files; {repo} is the campaign repo (shared data), {seed} the "
                                                          "seed; knob flags and seed_flag are appended")
     timeout: float = Field(600, gt=0, description="wall-clock limit in seconds; the process group is killed after it")
-    env: dict[str, str] = Field(default_factory=dict, description="extra environment for the run")
-    pass_env: list[str] = Field(default_factory=list, description="host variables passed through the scrubbed environment")
-    seed_env: str | None = Field("SEED", description="environment variable that carries the seed (null: none)")
+    env: dict[EnvName, Annotated[str, Field(pattern=r"^[^\x00]*$")]] = Field(
+        default_factory=dict, description="extra environment for the run")
+    pass_env: list[EnvName] = Field(default_factory=list, description="host variables passed through the scrubbed environment")
+    seed_env: str | None = Field("SEED", pattern=ENV_NAME, description="environment variable that carries the seed (null: none)")
     seed_flag: str | None = Field(None, pattern=FLAG_RE, description="flag appended to the command with the seed, "
                                                                     "e.g. --seed (written in flag_style)")
     flag_style: FlagStyle = Field("space", description=FLAG_STYLE_HELP + "; a knob's bind.flag_style overrides it")
@@ -89,10 +97,10 @@ class RunSpec(Strict):
                                                             "the one Hive runs in)")
     path: list[str] = Field(default_factory=list, description="folders put first on PATH (before run.python's) for runs, "
                                                               "the scorer and setup")
-    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1,
-                             description="seeds in the order runs use them")
+    seeds: list[Seed] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1,
+                              description=f"distinct seeds (0 to {SEED_MAX}) in the order runs use them")
     resources: Resources = Field(default_factory=Resources)
-    max_log_mb: float = Field(50, gt=0, description="a longer log keeps its first 1 MB and its last 4 MB")
+    max_log_mb: float = Field(50, ge=MIN_LOG_MB, description="a longer log keeps its first 1 MB and its last 4 MB")
     network: bool = Field(False, description="let a sandboxed run reach the network (off: no interface but loopback)")
     progress: Progress | None = Field(None, description="live progress from the log; runs clearly behind are pruned")
     smoke: str | None = Field(None, min_length=1, description="a short version of the command (e.g. 20 steps) that the "
@@ -106,10 +114,16 @@ class RunSpec(Strict):
             return {str(k): str(v) for k, v in value.items()}
         return value
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) < len(value):
+            raise ValueError(f"seeds must be distinct; repeated: {sorted({s for s in value if value.count(s) > 1})}")
+        return value
+
 
 class ScoreSpec(Strict):
-    command: str = Field(..., min_length=1,
-                         description="scorer command, run in the worktree; {harness} is the pristine copy of protected files")
+    command: Command = Field(..., description="scorer command, run in the worktree; {harness} is the pristine copy of protected files")
     timeout: float = Field(300, gt=0)
 
 
@@ -134,7 +148,9 @@ class Objective(Strict):
     @classmethod
     def _check_constraints(cls, value: list[str]) -> list[str]:
         for text in value:
-            if not CONSTRAINT_RE.match(text):
+            match = CONSTRAINT_RE.match(text)
+            number = re.fullmatch(r"[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?", match.group(3)) if match else None
+            if not number or not math.isfinite(float(number.group(0))):
                 raise ValueError(f"constraint {text!r} is not 'key <=|>=|<|>|== number'")
         return value
 
@@ -152,7 +168,7 @@ class Objective(Strict):
 
 
 class FileBinding(Strict):
-    file: str = Field(..., description="editable file holding the assignment")
+    file: str = Field(..., description="editable file holding the assignment (a path inside the source)")
     assign: str = Field(..., description="name of a top-level assignment in that file")
 
 
@@ -174,8 +190,8 @@ class Knob(Strict):
     low: float | None = None
     high: float | None = None
     log: bool = False
-    step: float | None = None
-    choices: list[Any] | None = None
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = Field(None, description="plain strings or numbers")
     bind: Binding
 
     @model_validator(mode="after")
@@ -183,6 +199,11 @@ class Knob(Strict):
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("a categorical knob needs a non-empty 'choices' list")
+            odd = next((c for c in self.choices if not isinstance(c, (str, int, float, bool, type(None)))), None)
+            if odd is not None:
+                raise ValueError(f"choices must be plain strings or numbers, not a {type(odd).__name__} ({odd!r})")
+            if len({repr(c) for c in self.choices}) < len(self.choices):
+                raise ValueError(f"choices must be distinct (got {self.choices})")
         else:
             if self.low is None or self.high is None:
                 raise ValueError(f"an {self.type} knob needs 'low' and 'high'")
@@ -190,6 +211,10 @@ class Knob(Strict):
                 raise ValueError(f"'low' ({self.low}) must be below 'high' ({self.high})")
             if self.log and self.low <= 0:
                 raise ValueError("a log-scale knob needs 'low' > 0")
+            if self.log and self.step is not None:
+                raise ValueError("a log-scale knob cannot have a 'step'")
+            if self.type == "int" and any(v is not None and v != int(v) for v in (self.low, self.high, self.step)):
+                raise ValueError("an int knob needs whole 'low', 'high' and 'step'")
         return self
 
 
@@ -320,7 +345,7 @@ class Playbook(Strict):
     strategist: Literal["optuna", "llm", "random", "greedy"] = "optuna"
     search: Literal["local", "global"] = Field("local", description="local: change one to three knobs of the best "
                                                                     "in a trust region; global: sample every knob")
-    strategist_seed: int | None = Field(None, description="seed of the knob sampler, for reproducible proposals")
+    strategist_seed: Seed | None = Field(None, description="seed of the knob sampler, for reproducible proposals")
     knobs: list[Knob] = Field(default_factory=list)
     knob_constraints: list[str] = Field(default_factory=list, description="expressions over knob names every "
                                         "configuration must satisfy before it runs, e.g. 'NUM_HEADS % NUM_KV_HEADS == 0'")
