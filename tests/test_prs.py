@@ -23,7 +23,7 @@ from hive.workspace import GIT_ENV, Workspace
 from tests.conftest import PLAYBOOKS, run_hive
 
 # strategist seed 4 with one slot deterministically keeps two experiments, the second built on the first
-CAMPAIGN_ARGS = ["--max-experiments", "5", "-c", "strategist_seed=4", "-c", "scheduler.slots=1"]
+CAMPAIGN_ARGS = ["--max-experiments", "5", "-c", "strategist_seed=8", "-c", "scheduler.slots=1"]
 GIT = {**os.environ, **GIT_ENV}
 
 
@@ -42,7 +42,7 @@ def campaign(tmp_path_factory) -> Path:
     store, camp = find_campaign(root / "workspaces", "quickstart")
     pulls = store.pull_requests(camp.id)
     assert [(p.number, p.parent_pr) for p in pulls] == [(1, None), (2, 1)], \
-        f"strategist_seed=4 no longer yields two stacked keeps; pick another seed: {proc.stderr[-1500:]}"
+        f"strategist_seed=8 no longer yields two stacked keeps; pick another seed: {proc.stderr[-1500:]}"
     store.engine.dispose()
     return root
 
@@ -231,8 +231,8 @@ def test_reject_reaches_the_proposer_and_keeps_best(home):
     store, camp = find_campaign(home, "quickstart")
     playbook = load_playbook(PLAYBOOKS / "quickstart.yaml")
     view = campaign_view(store, camp.id, playbook)
-    exp = store.experiment(camp.id, 5)
-    expected = f"PR #2 (exp-5: {exp.hypothesis}) rejected by a human: momentum this low is a fluke of seed 2"
+    exp = store.experiment(camp.id, prs.get_pr(store, camp.id, 2).experiment_number)
+    expected = f"PR #2 (exp-{exp.number}: {exp.hypothesis}) rejected by a human: momentum this low is a fluke of seed 2"
     assert expected in view.lessons
     assert prs.get_pr(store, camp.id, 2).reason == "momentum this low is a fluke of seed 2"
     assert [p.number for p in prs.list_prs(store, camp.id, "rejected")] == [2]

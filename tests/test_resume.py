@@ -24,7 +24,7 @@ def test_a_keep_the_store_recorded_before_git_moved_is_finished_on_resume(tmp_pa
         conn.execute("delete from pullrequest")
     git(repo, "update-ref", "refs/heads/hive/quickstart/best", git(repo, "rev-parse", "hive/quickstart/baseline"))
     result = run_hive("start", QUICK, "--headless", "--max-experiments", "5", "-c", "run.command=python train.py",
-                      cwd=tmp_path)
+                      "--accept-changes", cwd=tmp_path)  # the fixture ran a slower command; same training
     assert result.returncode == 0, result.stderr[-3000:]
     assert rows(db, "select status, verdict from experiment where number = 2") == [("done", "keep")]
     assert rows(db, "select count(*) from pullrequest where experiment_number = 2") == [(1,)]
