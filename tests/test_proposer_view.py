@@ -84,10 +84,11 @@ def test_an_unrepaired_crash_shows_its_traceback_to_the_proposer(hive, tmp_path)
         "proposer": [json.dumps({"hypothesis": f"divide the steps {i}", "rationale": "r", "parent": None,
                                  "plan": "STEPS // 0"}) for i in range(5)],
         "coder": [crash]}))
+    # the one-prompt coder (coder: edits) writes the script's edit block; the agentic one would want commands
     result = hive("start", str(QUICK), "--headless", "--max-experiments", "2", "-c", "strategist=llm",
-                  env={"HIVE_MODEL": f"scripted:{script}"})
+                  "-c", "coder=edits", env={"HIVE_MODEL": f"scripted:{script}"})
     assert result.returncode == 0, result.stderr[-3000:]
-    prompt, view = prompt_of(tmp_path / "workspaces", "quickstart", ["strategist=llm"])
+    prompt, view = prompt_of(tmp_path / "workspaces", "quickstart", ["strategist=llm", "coder=edits"])
     crashed = prompt.split("### #2 crash")[1]
     assert "How it crashed: seed 1 failed; the end of its log:\n```\nTraceback (most recent call last):" in crashed, \
         crashed[:1500]

@@ -10,7 +10,6 @@ compiles, something changed) and sends a problem back as the next turn; outputs 
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import signal
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hive.agents.base import CampaignView, Proposal
+from hive.agents.context import top_level_names
 from hive.errors import EditRejected
 from hive.executors.base import scrubbed_environment
 from hive.invocation import expand
@@ -208,20 +208,6 @@ def outline(tree: Path, editable: list[str], protected: list[str]) -> list[dict]
         entry = {"path": rel, "bytes": path.stat().st_size, "editable": matches_any(rel, editable) and not is_protected,
                  "protected": is_protected, "names": []}
         if rel.endswith(".py") and (entry["editable"] or is_protected) and entry["bytes"] < 2_000_000:
-            entry["names"] = _top_level_names(path)
+            entry["names"] = top_level_names(path.read_text(encoding="utf-8", errors="replace"))[:OUTLINE_NAMES]
         out.append(entry)
     return out[:200]
-
-
-def _top_level_names(path: Path) -> list[str]:
-    try:
-        module = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-    except SyntaxError:
-        return []
-    names = []
-    for node in module.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.append(node.name + ("()" if not isinstance(node, ast.ClassDef) else ""))
-        elif isinstance(node, ast.Assign):
-            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
-    return names[:OUTLINE_NAMES]

@@ -113,13 +113,14 @@ def outline(workspace: Workspace, commit: str, playbook: Playbook) -> list[FileO
         if not matches_any(path, playbook.editable) or matches_any(path, playbook.protected):
             continue
         text = _git_or_empty(lambda: workspace.file_at(commit, path))
-        names = _top_level_names(text) if path.endswith(".py") else []
+        names = top_level_names(text) if path.endswith(".py") else []
         out.append(FileOutline(path, len(text.encode()), len(text.splitlines()), names[:OUTLINE_NAMES],
                                max(0, len(names) - OUTLINE_NAMES)))
     return out
 
 
-def _top_level_names(source: str) -> list[str]:
+def top_level_names(source: str) -> list[str]:
+    """A Python module's top-level functions, classes and assigned names, in order (for outlines of code)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
