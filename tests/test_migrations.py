@@ -223,7 +223,7 @@ def test_a_pre_alembic_postgresql_store_upgrades_and_its_campaign_resumes(db_url
     _load_pre_alembic_postgresql(db_url, root / "hive.db")
     (root / "hive.db").unlink()  # the campaign's store is the PostgreSQL one now
     result = run_hive("start", QUICK, "--headless", "--max-experiments", "7", "-c", "run.command=python train.py",
-                      cwd=tmp_path, env={"HIVE_DB_URL": db_url})
+                      "--accept-changes", cwd=tmp_path, env={"HIVE_DB_URL": db_url})  # a slower command; same training
     assert result.returncode == 0, result.stderr[-3000:]
     engine = sa.create_engine(db_url)
     with engine.connect() as conn:

@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("experiment_number", sa.Integer, nullable=False),
         sa.Column("role", sa.String, nullable=False),
         sa.Column("path", sa.Text),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("campaign_id", "experiment_number", "role"),
         if_not_exists=True,
     )

@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("summary", sa.Text),
         sa.Column("failure", sa.Text),
         sa.Column("tail", sa.Text),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("experiment_id", "attempt"),
         if_not_exists=True,
     )
