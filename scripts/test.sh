@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# headless Chromium renders `hive report`'s page in its test (the test skips without it); tests only, so
+# the main job's setup does not install a browser
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[setup] installing chromium (the report test's headless browser)"
+  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+    || echo "[setup] could not install chromium; the report's browser test will skip"
+fi
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 if [ -x scripts/services.sh ] && [ -z "${HIVE_TEST_PG_URL:-}${DOCKER_HOST:-}${SLURM_CONF:-}" ]; then
   eval "$(bash scripts/services.sh env 2>/dev/null || true)"

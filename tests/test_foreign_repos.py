@@ -290,7 +290,7 @@ def _browse(folder: Path, page: str, screenshot: Path | None = None) -> tuple[st
     return dom, list(_Logged.asked)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh installs it as root)")
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/test.sh installs it as root)")
 def test_report_is_one_self_contained_page_a_headless_browser_renders_with_its_plots(charflags, tmp_path):
     made = hive(charflags, "report", "charflags", "--to", str(tmp_path / "report"), "--json")
     assert made.returncode == 0, made.stderr
