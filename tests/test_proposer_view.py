@@ -112,7 +112,10 @@ class NamedParent:
         pass
 
 
-def test_a_named_parent_is_built_on_or_refused_never_swapped_for_the_best(fifteen, tmp_path):
+def test_a_named_parent_is_built_on_or_refused_never_swapped_for_the_best(fifteen, tmp_path, monkeypatch):
+    # a pending combination of two wins is proposed before the proposer is asked (tests/test_seed_loop.py); whether
+    # the fifteen-experiment campaign left one depends on its timing, and this test is about the proposer's parent
+    monkeypatch.setattr("hive.graph.combination", lambda *args: None)
     home = tmp_path / "workspaces"
     shutil.copytree(fifteen, home)
     pb = load_playbook(QUICK)
