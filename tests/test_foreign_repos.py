@@ -51,15 +51,20 @@ def hive(root: Path, *args: str):
     return run_hive(*args, cwd=root, timeout=60)
 
 
+def finished_campaign(tmp_path_factory, name: str) -> Path:  # noqa: ANN001
+    """A campaign of the fixture repository NAME run to its end, which leaves the fixture's files as they were."""
+    root = tmp_path_factory.mktemp(name)
+    before = tree_hash(FIXTURES / name)
+    proc = start(root, f"{name}.yaml")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert tree_hash(FIXTURES / name) == before, "the campaign changed the fixture repository"
+    return root
+
+
 @pytest.fixture(scope="module")
 def charflags(tmp_path_factory) -> Path:
     """A finished charflags campaign: its knobs are command-line flags, its seed a flag, its log its own format."""
-    root = tmp_path_factory.mktemp("charflags")
-    before = tree_hash(FIXTURES / "charflags")
-    proc = start(root, "charflags.yaml")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert tree_hash(FIXTURES / "charflags") == before, "the campaign changed the fixture repository"
-    return root
+    return finished_campaign(tmp_path_factory, "charflags")
 
 
 def test_flags_only_repo_runs_and_every_run_records_its_command_line(charflags):
@@ -114,12 +119,7 @@ def test_budget_reached_names_the_last_experiments_and_none_follows(charflags):
 @pytest.fixture(scope="module")
 def tinygpt(tmp_path_factory) -> Path:
     """A finished tinygpt campaign: config-file knobs, `--key=value` flag knobs and seed, a knob constraint."""
-    root = tmp_path_factory.mktemp("tinygpt")
-    before = tree_hash(FIXTURES / "tinygpt")
-    proc = start(root, "tinygpt.yaml")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert tree_hash(FIXTURES / "tinygpt") == before, "the campaign changed the fixture repository"
-    return root
+    return finished_campaign(tmp_path_factory, "tinygpt")
 
 
 def test_key_equals_value_repo_runs_with_its_flag_style_seed_flag_and_integer_knobs(tinygpt):
