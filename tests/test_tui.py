@@ -48,6 +48,15 @@ FINISHED = [
     (7, "discard", 3.5, 0.0, 1, None, 8, "a huge batch"),
 ]
 
+TRANSCRIPTS = {
+    "proposer": [{"ts": 1.0, "kind": "message", "role": "user", "content": "Propose the next experiment."},
+                 {"ts": 2.0, "kind": "message", "role": "assistant", "content": "more steps with the doubled rate"}],
+    "coder": [{"ts": 3.0, "kind": "message", "role": "assistant", "content": "I read train.py first."},
+              {"ts": 4.0, "kind": "command", "command": "grep -n STEPS train.py", "exit_code": 0, "seconds": 0.1,
+               "output": "2:STEPS = 40  # number of steps"},
+              {"ts": 5.0, "kind": "cost", "tokens_in": 1200, "tokens_out": 80, "dollars": 0.0123, "seconds": 1.5}],
+}
+
 
 def make_store(home: Path, name: str = "demo") -> Store:
     """A campaign with fixed rows: finished experiments, two in flight, events, an LLM call and two pull requests."""
@@ -95,6 +104,11 @@ def make_store(home: Path, name: str = "demo") -> Store:
             ("run", 8, "seed 2 started on gpu 1")]):
         store.add(Event(campaign_id=camp.id, ts=T0 + timedelta(minutes=i + 1), experiment_number=number, kind=kind,
                         message=message))
+    # what the proposer and the coder of exp-6 said and ran, as hive.transcripts writes it
+    for role, entries in TRANSCRIPTS.items():
+        path = logs / "exp-6" / f"{role}.jsonl"
+        path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        store.ensure_transcript(camp.id, 6, role, str(path))
     store.add(LlmCall(campaign_id=camp.id, role="proposer", model="scripted", prompt_tokens=100,
                       completion_tokens=20, dollars=0.25, ts=T0))
     for number, exp_number, status in ((1, 3, "approved"), (2, 6, "open")):
@@ -185,6 +199,38 @@ async def test_experiment_by_number_tails_a_growing_log(home):
         screen.poll()  # what the refresh timer calls
         await pilot.pause(0.2)
         assert "step 20 loss 0.5" in screen.query_one("#exp-log", Log).lines
+
+
+async def test_transcript_tab_shows_each_roles_conversation_and_follows_a_growing_one(home):
+    app = make_app(home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("e", "6", "enter")
+        screen = app.screen
+        assert isinstance(screen, ExperimentScreen) and screen.number == 6
+        await pilot.press("t")
+        assert screen.query_one(TabbedContent).active == "transcript"
+        shown = screen.query_one("#exp-transcript", Log)
+        lines = list(shown.lines)
+        # the coder's first: its words, the command it ran with what it saw and its exit, and the call's cost
+        assert screen.role == "coder" and "coder transcript (1/2" in text_of(screen.query_one("#transcript-which"))
+        assert "--- assistant" in lines and "I read train.py first." in lines
+        assert "$ grep -n STEPS train.py" in lines and "2:STEPS = 40  # number of steps" in lines
+        assert "[exit 0, 0.1 s]" in lines and "[1200 tokens in, 80 out, $0.0123, 1.5 s]" in lines
+        with open(home / "demo" / "logs" / "exp-6" / "coder.jsonl", "a") as fh:  # the coder goes on working
+            fh.write(json.dumps({"ts": 6.0, "kind": "note", "text": "edit rejected: score.py is protected"}) + "\n")
+            fh.write('{"ts": 7.0, "kind": "message", "role": "assis')  # a line still being written waits
+        screen.poll()
+        await pilot.pause(0.2)
+        lines = list(shown.lines)
+        assert lines.count("$ grep -n STEPS train.py") == 1 and "edit rejected: score.py is protected" in lines
+        assert not any("assis" in line and "assistant" not in line for line in lines)
+        await pilot.press("r")
+        assert screen.role == "proposer"
+        lines = list(shown.lines)
+        assert "Propose the next experiment." in lines and "I read train.py first." not in lines
+        await pilot.press("escape", "e", "3", "enter")  # no conversation: the tab says so
+        await pilot.press("t")
+        assert "no transcript" in text_of(app.screen.query_one("#transcript-which"))
 
 
 async def test_enter_on_in_flight_row_opens_it(home):

@@ -28,3 +28,7 @@ def test_experiment_diff(snap_compare, app):
 def test_pull_request_screen(snap_compare, app):
     assert snap_compare(app, press=["p"], terminal_size=(80, 24))
 
+
+
+def test_experiment_transcript(snap_compare, app):
+    assert snap_compare(app, press=["e", "6", "enter", "t"], terminal_size=(80, 24))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
+from hive.logs import open_log
 from hive.objective import metric_value
 from hive.store import Store
+from hive.transcripts import render_entry
+
+TRANSCRIPT_ENTRY_CHARS = 4000  # a longer message or command output is clipped on screen (`hive show` has it all)
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class ExperimentDetail:
     commit: str
     diff: str
     seeds: list[SeedRow]
+    transcripts: tuple[tuple[str, str], ...] = ()  # (role, path) of every conversation, in role order
 
 
 def experiment_detail(store: Store, campaign: str, number: int) -> ExperimentDetail | None:
@@ -49,7 +56,40 @@ def experiment_detail(store: Store, campaign: str, number: int) -> ExperimentDet
                      r.log_path, r.error) for r in store.runs(exp.id)]
     return ExperimentDetail(exp.number, exp.kind, exp.status, exp.verdict or "", exp.verdict_reason, exp.hypothesis,
                             exp.rationale, camp.objective_metric, exp.metric_mean, exp.metric_std, exp.p_value,
-                            exp.n_seeds, exp.parent_number, exp.commit, exp.diff, seeds)
+                            exp.n_seeds, exp.parent_number, exp.commit, exp.diff, seeds,
+                            tuple(sorted((t.role, t.path) for t in store.transcripts(camp.id, exp.number))))
+
+
+class TranscriptTail:
+    """One role's transcript read as it grows: each call renders the whole entries written since the last one."""
+
+    def __init__(self, path: str | Path, width: int = TRANSCRIPT_ENTRY_CHARS):
+        self.path = Path(path)
+        self.width = width
+        self.offset = 0
+
+    def read_new(self) -> str:
+        """The entries appended since the last call, as text ("" when none; a line still being written waits)."""
+        try:
+            with open_log(self.path, "rb") as fh:  # never through a link
+                size = fh.seek(0, 2)
+                if size < self.offset:  # replaced by a shorter file: start again
+                    self.offset = 0
+                fh.seek(self.offset)
+                data = fh.read(size - self.offset)
+        except OSError:
+            return ""
+        whole = data[:data.rfind(b"\n") + 1]
+        self.offset += len(whole)
+        shown = []
+        for line in whole.decode("utf-8", errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                shown.append(render_entry(entry, self.width))
+        return "".join(f"{text}\n" for text in shown)
 
 
 # ---- pull requests ------------------------------------------------------------------------------------------

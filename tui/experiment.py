@@ -1,4 +1,5 @@
-"""One experiment: hypothesis, rationale, verdict and why, per-seed metrics, the diff, and the live log tail."""
+"""One experiment: hypothesis, rationale, verdict and why, per-seed metrics, the diff, the live log tail, and what
+each role (proposer, coder, reviewer, an external agent) said and ran, live while it works."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPane
 
 from hive.logs import LogTail
-from tui.detail import ExperimentDetail, experiment_detail
+from tui.detail import ExperimentDetail, TranscriptTail, experiment_detail
 from tui.widgets import VERDICT_STYLE, number
 
 SCREEN_LOG_BYTES = 32_000  # how much of a log the screen shows when it opens
@@ -27,6 +28,8 @@ class ExperimentScreen(Screen):
         Binding("d", "tab('diff')", "Diff"),
         Binding("l", "tab('log')", "Log"),
         Binding("n", "next_seed", "Next seed"),
+        Binding("t", "tab('transcript')", "Transcript"),
+        Binding("r", "next_role", "Next role"),
         Binding("q", "app.quit", "Quit"),
     ]
 
@@ -36,6 +39,8 @@ class ExperimentScreen(Screen):
         self.detail: ExperimentDetail | None = None
         self.log_seed: int | None = None
         self.tail: LogTail | None = None
+        self.role: str | None = None
+        self.transcript: TranscriptTail | None = None
         self.loading = False
 
     def compose(self) -> ComposeResult:
@@ -49,6 +54,9 @@ class ExperimentScreen(Screen):
             with TabPane("Log", id="log"):
                 yield Static(id="log-which")
                 yield Log(id="exp-log", max_lines=2000)
+            with TabPane("Transcript", id="transcript"):
+                yield Static(id="transcript-which")
+                yield Log(id="exp-transcript", max_lines=5000)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -73,19 +81,27 @@ class ExperimentScreen(Screen):
             return
         self.app.call_from_thread(self.apply, *loaded)
 
-    def _load(self) -> tuple[ExperimentDetail | None, LogTail | None, str]:
+    def _load(self) -> tuple[ExperimentDetail | None, LogTail | None, str, TranscriptTail | None, str]:
         detail = experiment_detail(self.app.source.store, self.app.source.name, self.number)
         if detail is not None and self.tail is None and detail.seeds:
             running = [s for s in detail.seeds if s.status == "running"]
             seed = (running or detail.seeds)[0]
             self.log_seed, self.tail = seed.seed, LogTail(seed.log_path, SCREEN_LOG_BYTES)
-        tail = self.tail
-        return detail, tail, tail.read_new() if tail else ""
+        if detail is not None and self.transcript is None and detail.transcripts:
+            roles = dict(detail.transcripts)  # the coder's first: what it ran is what a reader looks for
+            self.role = "coder" if "coder" in roles else detail.transcripts[0][0]
+            self.transcript = TranscriptTail(roles[self.role])
+        tail, transcript = self.tail, self.transcript
+        return (detail, tail, tail.read_new() if tail else "", transcript,
+                transcript.read_new() if transcript else "")
 
-    def apply(self, detail: ExperimentDetail | None, tail: LogTail | None, new_log: str) -> None:
+    def apply(self, detail: ExperimentDetail | None, tail: LogTail | None, new_log: str,
+              transcript: TranscriptTail | None = None, new_entries: str = "") -> None:
         self.loading = False
         if new_log and tail is self.tail:  # not a line of a seed the user has switched away from
             self.query_one("#exp-log", Log).write(new_log)
+        if new_entries and transcript is self.transcript:  # nor of a role switched away from
+            self.query_one("#exp-transcript", Log).write(new_entries)
         if detail == self.detail:
             return
         self.detail = detail
@@ -107,6 +123,13 @@ class ExperimentScreen(Screen):
         diff = detail.diff or "(no diff: the source as given)"
         self.query_one("#exp-diff", Static).update(Syntax(diff, "diff", theme="ansi_dark", word_wrap=False))
         self._show_log_name()
+        self._show_role_name()
+
+    def _show_role_name(self) -> None:
+        roles = [r for r, _ in self.detail.transcripts] if self.detail else []
+        text = (f"{self.role} transcript ({roles.index(self.role) + 1}/{len(roles)}; r: next role)"
+                if self.role in roles else "no transcript: this experiment had no model conversation")
+        self.query_one("#transcript-which", Static).update(Text(text, "dim"))
 
     def _show_log_name(self) -> None:
         seeds = [s.seed for s in self.detail.seeds] if self.detail else []
@@ -130,6 +153,20 @@ class ExperimentScreen(Screen):
         log.write(self.tail.read_new())
         self.query_one(TabbedContent).active = "log"
         self._show_log_name()
+
+    def action_next_role(self) -> None:
+        """Show the next role's transcript."""
+        if not self.detail or not self.detail.transcripts:
+            return
+        roles = [r for r, _ in self.detail.transcripts]
+        i = roles.index(self.role) if self.role in roles else -1
+        self.role = roles[(i + 1) % len(roles)]
+        self.transcript = TranscriptTail(dict(self.detail.transcripts)[self.role])
+        log = self.query_one("#exp-transcript", Log)
+        log.clear()
+        log.write(self.transcript.read_new())
+        self.query_one(TabbedContent).active = "transcript"
+        self._show_role_name()
 
 
 def _summary(d: ExperimentDetail) -> Text:
