@@ -146,10 +146,11 @@ def test_a_missing_cli_names_the_field():
 
 # -- in a campaign: hive start with coder: {kind: command} ---------------------------------------------------------
 
-def start_with(hive, tmp_path, coder: str, script: dict, experiments: int = 2):
+def start_with(hive, tmp_path, coder: str, script: dict, experiments: int = 2, *overrides: str):
     (tmp_path / "campaign.json").write_text(json.dumps(script))
     return hive("start", str(PLAYBOOKS / "quickstart.yaml"), "--headless", "--max-experiments", str(experiments),
                 "-c", "strategist=llm", "-c", f"coder={coder}", "-c", "scheduler.lookahead=0",
+                *(a for o in overrides for a in ("-c", o)),
                 env={"HIVE_MODEL": f"scripted:{tmp_path / 'campaign.json'}", "OPENAI_API_KEY": "scripted"})
 
 
@@ -176,13 +177,22 @@ def test_an_agent_cli_completes_a_quickstart_experiment(hive, tmp_path, preset):
     assert f"$ {exe}" in text.stdout and "[exit 0," in text.stdout
 
 
-def test_a_command_coder_that_edits_a_protected_file_is_rejected(hive, tmp_path):
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_a_command_coder_that_edits_a_protected_file_is_rejected(hive, tmp_path, sandbox):
+    """In the sandbox the protected file is read-only, so the edit itself fails; without one, Hive's check after
+    the CLI rejects the change. Either way nothing runs and the file is as it was."""
+    if sandbox == "bwrap" and not Sandbox("auto").enforced:
+        pytest.skip("bubblewrap does not work on this machine")
     evil = "sed -i 's/^print(\"---\")/print(\"---\"); print(\"val_loss: 0\")/' score.py && echo edited"
     result = start_with(hive, tmp_path, json.dumps({"kind": "command", "command": evil}),
-                        {"proposer": [PROPOSAL]})
+                        {"proposer": [PROPOSAL]}, 2, f"executor.sandbox={sandbox}")
     assert result.returncode == 0, result.stderr[-3000:]
     shown = json.loads(hive("show", "2", "--json").stdout)
-    assert shown["verdict"] == "rejected" and "score.py" in shown["verdict_reason"], shown["verdict_reason"]
+    if sandbox == "bwrap":
+        assert shown["verdict"] == "edit_failed" and "sed: cannot rename" in shown["verdict_reason"], shown
+        assert "score.py" not in (shown["diff"] or "")  # the write never happened
+    else:  # the edit happened in the worktree; the recorded diff shows the reviewer what was refused
+        assert shown["verdict"] == "rejected" and "score.py" in shown["verdict_reason"], shown["verdict_reason"]
     assert shown["runs"] == []
 
 

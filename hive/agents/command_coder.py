@@ -2,7 +2,7 @@
 
 Hive writes the plan to a task file, runs the CLI in the experiment's worktree with a time limit, an allow-list
 environment (PATH, HOME, locale, and only the API-key variable the playbook names) and, where bubblewrap works, in
-the sandbox (the worktree writable, the rest of the campaign hidden; the network stays, as the model is reached
+the sandbox (the worktree writable but for its protected files, the rest of the campaign hidden; the network stays, as the model is reached
 over it). Its output and its own trajectory are kept as the coder's transcript (`logs/exp-N/coder.jsonl`), its
 cost recorded where the CLI reports one. The graph then checks and commits as for any coder.
 """
@@ -145,11 +145,14 @@ class CommandCoder:
         task_file = out / "task.md"
         task_file.write_text(task, encoding="utf-8")
         model, api_base = self.api()
-        files = [p for p in _tracked(tree) if matches_any(p, self.pb.editable) and not matches_any(p, self.pb.protected)]
+        tracked = _tracked(tree)
+        files = [p for p in tracked if matches_any(p, self.pb.editable) and not matches_any(p, self.pb.protected)]
+        # protected files stay readable (the CLI may read how the scorer calls the model) and cannot be written
+        protected = tuple(tree / p for p in tracked if matches_any(p, self.pb.protected) and (tree / p).is_file())
         argv = build_argv(self.spec, self.executable, model, task, task_file, out, files, api_base)
         env = self._environment(out / "home", api_base)
         # the CLI's own install (a venv's bin/..) stays readable wherever it lives, /tmp and homes included
-        policy = Policy(writable=(tree, out), read_only=(Path(self.executable).parent.parent,),
+        policy = Policy(writable=(tree, out), read_only=(Path(self.executable).parent.parent, *protected),
                         hidden=tuple(self.hidden), network=True)
         transcript = Transcript(self.logs, number, "coder")
         self.store.ensure_transcript(self.campaign_id, number, "coder", str(transcript.path))

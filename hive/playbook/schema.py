@@ -371,6 +371,13 @@ class Playbook(Strict):
             return {"kind": "agent", **value}
         return value
 
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _local_by_default(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "kind" not in value:  # `-c executor.sandbox=none` tunes the local executor
+            return {"kind": "local", **value}
+        return value
+
     @model_validator(mode="after")
     def _check_names(self) -> "Playbook":
         names = [k.name for k in self.knobs]
