@@ -291,7 +291,9 @@ def accepted_branch(campaign: Campaign) -> str:
 def approve(store: Store, campaign: Campaign, workspace: Workspace, number: int) -> PullRequest:
     """Merge the PR's commit into the campaign's accepted branch (made from the baseline) and mark it approved.
 
-    A fast-forward when possible, else a merge commit; a conflict raises HiveError and changes nothing.
+    A fast-forward when possible, else a merge commit, but only of code measured together: a merge whose files no
+    experiment of the campaign ran is refused with the reason (the accepted branch never holds a combination
+    nobody measured). A conflict, or a refusal, raises HiveError and changes nothing.
     """
     pr = get_pr(store, campaign.id, number)
     _must_be_open(pr)
@@ -313,6 +315,7 @@ def approve(store: Store, campaign: Campaign, workspace: Workspace, number: int)
             raise HiveError(f"pull request #{number} conflicts with {branch} in {', '.join(conflicts) or 'its files'}; "
                             f"nothing was changed")
         tree = out.splitlines()[0].strip()
+        _measured_together(store, campaign, workspace, number, branch, tree)
         message = f"hive: accept PR #{number}: {pr.title}\n\nHive-PR: {number}\nHive-Commit: {pr.commit}\n"
         merged = workspace.commit_tree(tree, [head, pr.commit], message)
         workspace.update_ref(branch, merged, head)
@@ -324,6 +327,24 @@ def approve(store: Store, campaign: Campaign, workspace: Workspace, number: int)
             store.update(PullRequest, other.id, status="approved", decided_at=now(),
                          reason=f"approved with PR #{number}, which builds on it")
     return approved
+
+
+MEASURED_LOOKBACK = 5000  # finished experiments searched for one that ran a merge's exact files
+
+
+def _measured_together(store: Store, campaign: Campaign, workspace: Workspace, number: int, branch: str,
+                       tree: str) -> None:
+    """Refuse a merge into `branch` whose files (`tree`) no kept experiment ran, naming what would be needed."""
+    done = [e for e in store.experiments(campaign.id, statuses=["done"], limit=MEASURED_LOOKBACK, newest_first=True)
+            if e.commit and e.n_seeds]
+    ran = next((e for e, t in zip(done, workspace.tree_ids([e.commit for e in done])) if t == tree), None)
+    if ran is not None and ran.verdict in ("keep", "baseline"):
+        return
+    found = (f"exp-{ran.number} ran exactly this combination and was not kept ({ran.verdict})" if ran is not None
+             else "no experiment ran them together")
+    raise HiveError(f"pull request #{number} does not build on {branch} and {found}: merging would put unmeasured "
+                    f"code in {branch}; nothing was changed (approve the pull request of an experiment that holds "
+                    f"both, or reject one)")
 
 
 def reject(store: Store, campaign: Campaign, number: int, reason: str) -> PullRequest:

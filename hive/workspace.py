@@ -285,6 +285,10 @@ class Workspace:
     def rev_parse(self, rev: str) -> str:
         return self._git("rev-parse", rev).strip()
 
+    def tree_ids(self, commits: list[str]) -> list[str]:
+        """The tree (what files it holds) of each commit, in order."""
+        return self._git("rev-parse", *(f"{c}^{{tree}}" for c in commits)).split() if commits else []
+
     def same_tree(self, a: str, b: str) -> bool:
         """Whether two commits hold exactly the same files."""
         return self.rev_parse(f"{a}^{{tree}}") == self.rev_parse(f"{b}^{{tree}}")

@@ -276,8 +276,9 @@ def _wide_playbook(tmp_path):
 def test_local_search_moves_a_few_knobs_of_the_best_inside_a_widening_region(tmp_path):
     pb, center = _wide_playbook(tmp_path)
     proposer = SearchProposer(pb, tmp_path / "o.journal", "l", seed=4, baseline=center)
-    assert trust_region(0) == (1, 0.1) and trust_region(4) == (2, 0.2) and trust_region(8) == (3, 0.4)
-    assert trust_region(40) == (3, 1.0)
+    # one knob while the region widens to 40 % of its range, then two and three knobs
+    assert trust_region(0) == (1, 0.1) and trust_region(4) == (1, 0.2) and trust_region(8) == (1, 0.4)
+    assert trust_region(12) == (2, 0.8) and trust_region(16) == (3, 1.0) and trust_region(40) == (3, 1.0)
     for number, since in enumerate((0, 0, 0, 4, 4, 8, 8, 8), 2):
         proposal = proposer.propose(_view(center, since), number)
         count, radius = trust_region(since)
@@ -294,6 +295,23 @@ def test_local_search_moves_a_few_knobs_of_the_best_inside_a_widening_region(tmp
                 assert abs([8, 16, 32, 64, 128].index(value) - 2) <= max(1, round(5 * radius))
         assert "local search around exp-1" in proposal.rationale
         proposer.observe(proposal, Outcome(number, "discard", 2.0))
+
+
+def test_one_knob_changes_sweep_every_knob_before_moving_one_twice(tmp_path):
+    pb, center = _wide_playbook(tmp_path)
+    proposer = SearchProposer(pb, tmp_path / "o.journal", "sweep", seed=7, baseline=center)
+    moved = []
+    for number in range(2, 2 + 2 * len(center)):
+        proposal = proposer.propose(_view(center, 0), number)
+        changed = [k for k, v in proposal.knobs.items() if v != center[k]]
+        assert len(changed) == 1, changed
+        moved += changed
+        proposer.observe(proposal, Outcome(number, "discard", 2.0))
+    assert sorted(moved[:len(center)]) == sorted(center) and sorted(moved[len(center):]) == sorted(center)
+    # around a new best the sweep starts again
+    better = {**center, "F0": 6.0}
+    first = proposer.propose(_view(better, 0), 30)
+    assert sum(v != better[k] for k, v in first.knobs.items()) == 1
 
 
 def test_global_search_samples_every_knob(tmp_path):

@@ -221,6 +221,46 @@ def test_approve_conflict_changes_nothing(home):
     store.engine.dispose()
 
 
+def _sibling(store, camp, ws, base: str, hypothesis: str, files: dict[str, str], **fields) -> Experiment:
+    """A finished experiment whose commit is `base` with `files` written (made here, as the graph would)."""
+    exp = store.new_experiment(camp.id, parent_number=1, hypothesis=hypothesis, status="done", **fields)
+    tree = ws.worktree(exp.number, base)
+    for name, text in files.items():
+        (tree / name).write_text(text)
+    commit = ws.commit(tree, hypothesis)
+    ws.remove_worktree(exp.number)
+    return store.update(Experiment, exp.id, commit=commit, parent_commit=base)
+
+
+def test_approving_a_change_never_measured_with_the_accepted_code_is_refused_until_a_kept_experiment_holds_both(home):
+    store, camp = find_campaign(home, "quickstart")
+    ws = Workspace(home / "quickstart", "quickstart")
+    pr1 = prs.get_pr(store, camp.id, 1)
+    # a kept change from the baseline that merges cleanly with PR #1 (another file), never run together with it
+    rival = _sibling(store, camp, ws, camp.baseline_commit, "a note", {"NOTES.md": "tuned by hand\n"},
+                     verdict="keep", n_seeds=3)
+    rival_pr = store.new_pull_request(camp.id, experiment_number=rival.number, title="a note", body="")
+    prs.approve(store, camp, ws, 1)
+    before = ws.rev_parse("hive/quickstart/accepted")
+    with pytest.raises(prs.HiveError, match=rf"#{rival_pr.number} does not build on hive/quickstart/accepted and no "
+                                            r"experiment ran them together: merging would put unmeasured code"):
+        prs.approve(store, camp, ws, rival_pr.number)
+    assert ws.rev_parse("hive/quickstart/accepted") == before
+    assert prs.get_pr(store, camp.id, rival_pr.number).status == "open"
+    # the campaign ran both together and discarded that: still refused, and the message names it
+    both = {"NOTES.md": "tuned by hand\n"}
+    lost = _sibling(store, camp, ws, pr1.commit, "both, measured", both, verdict="discard", n_seeds=3)
+    with pytest.raises(prs.HiveError, match=rf"exp-{lost.number} ran exactly this combination and was not kept "
+                                            r"\(discard\)"):
+        prs.approve(store, camp, ws, rival_pr.number)
+    # kept: the merge holds exactly what was measured, so it goes in
+    store.update(Experiment, lost.id, verdict="keep")
+    prs.approve(store, camp, ws, rival_pr.number)
+    accepted = ws.rev_parse("hive/quickstart/accepted")
+    assert ws.same_tree(accepted, lost.commit) and prs.get_pr(store, camp.id, rival_pr.number).status == "approved"
+    store.engine.dispose()
+
+
 def test_reject_reaches_the_proposer_and_keeps_best(home):
     repo = home / "quickstart" / "repo"
     best_before = git(repo, "rev-parse", "hive/quickstart/best")

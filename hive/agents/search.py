@@ -2,7 +2,9 @@
 
 By default (`search: local`) a proposal changes one to three knobs of the current best, inside a trust region
 that starts small after each keep and widens as experiments since then fail; the sampler (TPE or random)
-chooses the values there. `search: global` samples every knob over its whole range.
+chooses the values there. The knobs moved least around this best go first, so a sweep of one-knob changes covers
+every knob before any is tried twice; only a wide region moves two or three at once (from a tuned best every
+extra knob moved costs more than it can win). `search: global` samples every knob over its whole range.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +36,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 FAILED_VERDICTS = ("crash", "timeout", "edit_failed", "rejected", "no_proposal")
 MAX_DUPLICATE_ASKS = 30
 # the trust region: after a keep, one knob within +-10 % of its range; every WIDEN_EVERY experiments without a
-# keep, one knob more (up to MAX_KNOBS) and twice the radius (up to the whole range)
+# keep, twice the radius (up to the whole range); from ONE_KNOB_WIDENINGS widenings on, one knob more each time
+# (up to MAX_KNOBS). bench/search_power.py measured it: moving two knobs from the start found less
 FIRST_RADIUS = 0.1
 WIDEN_EVERY = 4
+ONE_KNOB_WIDENINGS = 3
 MAX_KNOBS = 3
 
 
@@ -81,7 +86,8 @@ def _key(params: dict[str, Any]) -> tuple:
 def trust_region(failures: int) -> tuple[int, float]:
     """How many knobs a local proposal changes and how far (a fraction of each range), after `failures`."""
     widenings = failures // WIDEN_EVERY
-    return min(MAX_KNOBS, 1 + widenings), min(1.0, FIRST_RADIUS * 2 ** widenings)
+    return (min(MAX_KNOBS, 1 + max(0, widenings - ONE_KNOB_WIDENINGS + 1)),
+            min(1.0, FIRST_RADIUS * 2 ** widenings))
 
 
 def local_distribution(knob: Knob, center: Any, radius: float):
@@ -129,6 +135,7 @@ class SearchProposer:
         self.baseline = baseline or {}
         self.rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._moved: dict[tuple, Counter] = {}  # per best (its knob values): how often each knob was moved from it
         if strategy == "random":
             sampler = optuna.samplers.RandomSampler(seed=seed)
         else:
@@ -156,8 +163,9 @@ class SearchProposer:
                 if self.name == "greedy":
                     self.study.enqueue_trial(self._neighbour(view), skip_if_exists=False)
                 elif local:
-                    # a region whose every point was tried widens until something new is in it
-                    dists, rationale = self._local_ask(view, center, view.since_best + attempt * WIDEN_EVERY)
+                    # a twin: the next knob in the same region; a region whose every knob gave only twins widens
+                    widen = attempt // len(self.dists) * WIDEN_EVERY
+                    dists, rationale = self._local_ask(view, center, view.since_best + widen)
                 trial = self.study.ask(dists)
                 key = _key(trial.params)
                 if key not in seen:
@@ -190,7 +198,9 @@ class SearchProposer:
     def _local_ask(self, view: CampaignView, center: dict[str, Any], failures: int) -> tuple[dict, str]:
         """Fix all but a few knobs at the best's values; the sampler picks the others inside the trust region."""
         count, radius = trust_region(failures)
-        moved = self.rng.sample(sorted(self.dists), min(count, len(self.dists)))
+        tried = self._moved.setdefault(_key(center), Counter())
+        moved = sorted(self.dists, key=lambda name: (tried[name], self.rng.random()))[:count]
+        tried.update(moved)
         fixed = {k: v for k, v in center.items() if k not in moved}
         dists = dict(self.dists)
         for name in moved:
