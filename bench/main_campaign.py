@@ -64,19 +64,27 @@ def run_campaign(home: Path, log: Path) -> float:
     return time.monotonic() - started
 
 
-def fresh_values(home: Path, commit: str, number: int, seeds: list[int]) -> dict[int, float | None]:
-    """val_bpb of one commit on each seed, scored by the pristine scorer (None where a seed failed)."""
+def fresh_values(home: Path, runs: list[tuple[str, int]], seeds: list[int]) -> list[dict[int, float | None]]:
+    """val_bpb of each (commit, experiment number) on each seed, scored by the pristine scorer (None where a seed
+    failed). Seed by seed, the commits' runs start together on the campaign's two CPU slots, so each pair trains
+    under the same machine load (the runs are capped by wall-clock time: load shifts their step count)."""
     pb = load_playbook(PLAYBOOK)
     runner = Runner(pb, Workspace(home / NAME, NAME), LocalExecutor())
 
-    def one(seed: int) -> float | None:
+    def one(job: tuple[str, int, int]) -> float | None:
+        commit, number, seed = job
         outcome = runner.run_seed(number, seed, commit)
         value = metric_value(outcome.metrics, pb.objective.metric)
         print(f"  fresh seed {seed} of {commit[:10]}: {outcome.status} val_bpb={value}", flush=True)
         return value
 
-    with ThreadPoolExecutor(max_workers=2) as pool:  # the campaign's two CPU slots
-        return dict(zip(seeds, pool.map(one, seeds)))
+    out: list[dict[int, float | None]] = [{} for _ in runs]
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        for seed in seeds:
+            values = list(pool.map(one, [(commit, number, seed) for commit, number in runs]))
+            for i, value in enumerate(values):
+                out[i][seed] = value
+    return out
 
 
 def main() -> None:
@@ -91,6 +99,10 @@ def main() -> None:
     sampler = threading.Thread(target=sample_load, args=(samples, done), daemon=True)
     sampler.start()
     wall = None
+    earlier = ROOT / "bench" / "results" / "main_campaign.json"
+    if args.recheck_only and earlier.is_file():  # the campaign's own figures stay, from its run
+        recorded = json.loads(earlier.read_text())
+        wall = recorded.get("campaign_wall_seconds") if recorded.get("home") == str(home) else None
     if not args.recheck_only:
         print(f"campaign in {home} (feed: {home / 'campaign.log'})", flush=True)
         wall = run_campaign(home, home / "campaign.log")
@@ -103,8 +115,11 @@ def main() -> None:
     pb = load_playbook(PLAYBOOK)
     print(f"best: exp-{best.number} {best.hypothesis} ({best.metric_mean}); re-running it and the baseline on "
           f"seeds {FRESH_SEEDS}", flush=True)
-    base = fresh_values(home, baseline.commit, 20_001, FRESH_SEEDS)
-    cand = fresh_values(home, best.commit, 20_000 + best.number, FRESH_SEEDS) if best.number != 1 else dict(base)
+    if best.number != 1:
+        base, cand = fresh_values(home, [(baseline.commit, 20_001), (best.commit, 20_000 + best.number)], FRESH_SEEDS)
+    else:
+        base, = fresh_values(home, [(baseline.commit, 20_001)], FRESH_SEEDS)
+        cand = dict(base)
     done.set()
     pairs = [s for s in FRESH_SEEDS if base[s] is not None and cand[s] is not None]
     b, c = [base[s] for s in pairs], [cand[s] for s in pairs]

@@ -314,6 +314,36 @@ def test_one_knob_changes_sweep_every_knob_before_moving_one_twice(tmp_path):
     assert sum(v != better[k] for k, v in first.knobs.items()) == 1
 
 
+def test_a_value_that_broke_a_constraint_is_a_wall_the_local_search_stays_short_of(tmp_path):
+    """Moving N alone up to a value broke a constraint (a bigger model over the artifact budget): around the same
+    best N is never proposed at or beyond it again, while the other side and the other knobs stay open."""
+    pb, center = _wide_playbook(tmp_path)
+    proposer = SearchProposer(pb, tmp_path / "o.journal", "walls", seed=3, baseline=center)
+    walls: dict[str, float] = {}
+    seen: dict[str, list] = {"N": [], "B": []}
+    for number in range(2, 60):
+        proposal = proposer.propose(_view(center, 8), number)
+        moved = {k: v for k, v in proposal.knobs.items() if v != center[k]}
+        (name, value), = moved.items()
+        broke = name in ("N", "B") and value > center[name]
+        if name in walls:
+            seen[name].append(value)
+            assert value < walls[name], (name, value, walls)
+        elif broke:
+            walls[name] = value
+        proposer.observe(proposal, Outcome(number, "invalid" if broke else "discard", None if broke else 2.0,
+                                           [1.0] if broke else [-1.0]))
+    assert set(walls) == {"N", "B"} and seen["N"] and seen["B"], (walls, seen)
+    # a new best: the wall was found around the old one, so N may go up again
+    better = {**center, "F0": 6.0}
+    ups = []
+    for number in range(60, 90):
+        proposal = proposer.propose(_view(better, 8), number)
+        ups += [v for k, v in proposal.knobs.items() if k == "N" and v > walls["N"]]
+        proposer.observe(proposal, Outcome(number, "discard", 2.0))
+    assert ups
+
+
 def test_global_search_samples_every_knob(tmp_path):
     pb, center = _wide_playbook(tmp_path)
     proposer = SearchProposer(pb, tmp_path / "o.journal", "g", strategy="random", seed=4, baseline=center,

@@ -140,7 +140,7 @@ def test_key_equals_value_repo_runs_with_its_flag_style_seed_flag_and_integer_kn
             assert f"overriding batch_size = {knobs['batch_size']}\n" in log and f"overriding seed = {run.seed}" in log
             assert knobs["batch_size"] * knobs["max_iters"] <= 1200
             ran += 1
-    assert ran >= 3
+    assert ran >= 2  # candidates screened out after their first seed run once
     assert json.loads(hive(tinygpt, "show", "2", "--json").stdout)["runs"][0]["command"].endswith("--seed=1")
 
 

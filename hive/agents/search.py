@@ -90,10 +90,11 @@ def trust_region(failures: int) -> tuple[int, float]:
             min(1.0, FIRST_RADIUS * 2 ** widenings))
 
 
-def local_distribution(knob: Knob, center: Any, radius: float):
-    """The knob's distribution cut to `radius` (a fraction of its range, of its log-range if log) around `center`."""
+def local_distribution(knob: Knob, center: Any, radius: float, walls: tuple = ()):
+    """The knob's distribution cut to `radius` (a fraction of its range, of its log-range if log) around `center`,
+    and short of every wall: a value that broke a constraint when this knob alone moved there from `center`."""
     full = distribution(knob)
-    if knob.type == "categorical" or radius >= 1.0 or not _contains(full, center):
+    if knob.type == "categorical" or not _contains(full, center) or (radius >= 1.0 and not walls):
         return full
     if knob.log:
         span = (math.log(knob.high) - math.log(knob.low)) * radius
@@ -102,6 +103,13 @@ def local_distribution(knob: Knob, center: Any, radius: float):
         span = (knob.high - knob.low) * radius
         low, high = center - span, center + span
     low, high = max(knob.low, low), min(knob.high, high)
+    # a constraint broken at a wall is broken beyond it too (a bigger model is bigger): stop short of it
+    short = (knob.step or 1) if knob.type == "int" else (knob.step or (knob.high - knob.low) * 1e-6)
+    for wall in walls:
+        if wall > center:
+            high = min(high, max(center, wall - short))
+        elif wall < center:
+            low = max(low, min(center, wall + short))
     step = knob.step if not knob.log else None
     if knob.type == "int":
         step = int(step or 1)
@@ -110,6 +118,9 @@ def local_distribution(knob: Knob, center: Any, radius: float):
         high = int(knob.low) + math.ceil((high - knob.low) / step) * step
         low, high = min(low, int(center) - step), max(high, int(center) + step)
         low, high = max(int(knob.low), low), min(int(knob.high), high)
+        for wall in walls:  # the one-step reach above must not step onto a wall either
+            high = min(high, max(int(center), wall - step)) if wall > center else high
+            low = max(low, min(int(center), wall + step)) if wall < center else low
         return IntDistribution(low, high, log=knob.log, step=1 if knob.log else step)
     if step:
         low = knob.low + math.floor((low - knob.low) / step) * step
@@ -203,28 +214,44 @@ class SearchProposer:
         tried.update(moved)
         fixed = {k: v for k, v in center.items() if k not in moved}
         dists = dict(self.dists)
+        walls = self._walls(center)
         for name in moved:
             knob = self.knobs[name]
             if knob.type == "categorical":
-                fixed[name] = self._nearby_choice(knob, center[name], radius)
+                fixed[name] = self._nearby_choice(knob, center[name], radius, walls.get(name, ()))
             else:
-                dists[name] = local_distribution(knob, center[name], radius)
+                dists[name] = local_distribution(knob, center[name], radius, walls.get(name, ()))
         self.study.enqueue_trial(fixed, skip_if_exists=False)
         ref = f"exp-{view.best.number}" if view.best else "the baseline"
         why = (f"local search around {ref}: {', '.join(moved)} within {radius:.0%} of the range "
                f"({view.since_best} experiment(s) since the last keep); {self.name}")
         return dists, why
 
-    def _nearby_choice(self, knob: Knob, current: Any, radius: float) -> Any:
-        """Another choice of a categorical knob; for numbers, one of the nearest in order (more as radius grows)."""
+    def _nearby_choice(self, knob: Knob, current: Any, radius: float, walls: tuple = ()) -> Any:
+        """Another choice of a categorical knob; for numbers, one of the nearest in order (more as radius grows),
+        none at or beyond a wall (a choice that broke a constraint)."""
         choices = list(knob.choices)
         others = [c for c in choices if c != current] or choices
         if current in choices and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices):
             ordered = sorted(choices)
             i = ordered.index(current)
             reach = max(1, round(radius * len(ordered)))
-            others = [c for j, c in enumerate(ordered) if c != current and abs(j - i) <= reach]
+            others = [c for j, c in enumerate(ordered) if c != current and abs(j - i) <= reach
+                      and not any(c >= w > current or c <= w < current for w in walls)] or [current]
         return self.rng.choice(others)
+
+    def _walls(self, center: dict[str, Any]) -> dict[str, tuple]:
+        """Per knob, the values that broke a constraint in a trial that moved only that knob from `center`."""
+        walls: dict[str, list] = {}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL, TrialState.COMPLETE)):
+            if not any(":constraint_" in key and value > 0 for key, value in t.system_attrs.items()):
+                continue
+            moved = [k for k in self.dists if k in t.params and t.params[k] != center.get(k)]
+            if len(moved) == 1 and set(t.params) == set(self.dists):
+                value = t.params[moved[0]]
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    walls.setdefault(moved[0], []).append(value)
+        return {k: tuple(v) for k, v in walls.items()}
 
     def observe(self, proposal: Proposal, outcome: Outcome) -> None:
         if proposal.trial is None:
