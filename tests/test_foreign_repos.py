@@ -209,8 +209,9 @@ def test_a_flags_only_pull_request_exports_as_a_script_that_reproduces_the_kept_
     unrelated commit; with --knobs-to the patch adds a script, and that script run in the user's repository gives
     the kept experiment's metric on the same seed."""
     store, camp = find_campaign(charflags / "workspaces", "charflags")
-    exp = store.experiment(camp.id, 2)
-    assert exp.verdict == "keep"
+    pr = store.pull_requests(camp.id)[0]  # the first keep's
+    exp = store.experiment(camp.id, pr.experiment_number)
+    assert pr.number == 1 and exp.verdict == "keep"
     knobs = exp.proposal["knobs"]
     refused = hive(charflags, "pr", "export", "1", "--format", "patch", "--to", str(tmp_path / "out"))
     assert refused.returncode == 2 and not (tmp_path / "out").exists()

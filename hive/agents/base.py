@@ -120,8 +120,9 @@ class Coder(Protocol):
     """Turns a proposal into file edits in a worktree (the graph commits and checks paths)."""
 
     name: str
+    # a coder may say `reads_view = False` (the knob coder): it is then given None, and no view is built for it
 
-    def code(self, proposal: Proposal, tree: Path, view: CampaignView, number: int) -> str: ...
+    def code(self, proposal: Proposal, tree: Path, view: CampaignView | None, number: int) -> str: ...
 
 
 @dataclass

@@ -17,6 +17,7 @@ class KnobCoder:
     """Applies a proposal's knob values to the files, flags and environment variables they are bound to."""
 
     name = "knobs"
+    reads_view = False  # it needs no campaign view: the graph builds none for it
 
     def __init__(self, playbook: Playbook):
         self.playbook = playbook
