@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from hive.agents.base import CampaignView, Proposal
 from hive.agents.command_coder import PRESETS, CommandCoder, build_argv, check_cli
+from hive.campaign import find_campaign
 from hive.errors import BadInput, EditRejected
 from hive.playbook import load_playbook
 from hive.playbook.schema import CommandCoderSpec
@@ -194,6 +196,38 @@ def test_a_command_coder_that_edits_a_protected_file_is_rejected(hive, tmp_path,
     else:  # the edit happened in the worktree; the recorded diff shows the reviewer what was refused
         assert shown["verdict"] == "rejected" and "score.py" in shown["verdict_reason"], shown["verdict_reason"]
     assert shown["runs"] == []
+
+
+def test_a_command_coders_crash_goes_back_to_the_cli_with_the_traceback_and_its_repair_counts(hive, tmp_path):
+    """The CLI's first change crashes the smoke run; the CLI is run again on a repair task (the failure, the log's
+    last lines, its diff) and removes the cause: two attempts, only the second's runs count, the verdict says so."""
+    # an agent CLI in three lines (the sandbox has a /tmp of its own, so not a file there): make the change, and
+    # on a repair task remove the line that crashes
+    agent = ("if grep -q '^# Repair' \"$1\"; then sed -i '$d' train.py; else\n"
+             "  sed -i 's/^LEARNING_RATE = 0.01 /LEARNING_RATE = 0.1 /' train.py\n"
+             "  echo \"import sys; sys.exit('the new schedule is not defined')\" >> train.py; fi\n")
+    command = f"bash -c {shlex.quote(agent)} agent {{task_file}}"
+    result = start_with(hive, tmp_path, json.dumps({"kind": "command", "command": command}),
+                        {"proposer": [PROPOSAL]}, 2, "run.smoke=python train.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    store, camp = find_campaign(tmp_path / "workspaces", "quickstart")
+    exp = store.experiment(camp.id, 2)
+    attempts = list(store.attempts(exp.id))
+    assert [(a.attempt, a.status) for a in attempts] == [(1, "crashed"), (2, "running")]
+    assert attempts[0].failure.startswith("smoke: ") and "the new schedule is not defined" in attempts[0].tail
+    assert exp.verdict in ("keep", "discard") and exp.verdict_reason.startswith(
+        f"crash, repaired on attempt 2, then {exp.verdict}: ")
+    assert f"+{NEW_LR}" in exp.diff and "sys.exit" not in exp.diff
+    runs = list(store.runs(exp.id))
+    assert runs and all(r.status == "ok" for r in runs)
+    # the repair task the CLI was given: the failure, the log's last lines and its own change
+    task = (tmp_path / "workspaces" / "quickstart" / "logs" / "exp-2" / "coder-cli-repair-1" / "task.md").read_text()
+    assert task.startswith("# Repair: the run of your change crashed (repair attempt 1 of 2)")
+    assert "the new schedule is not defined" in task and f"+{NEW_LR}" in task and "+import sys" in task
+    commands = [e for e in json.loads(hive("show", "2", "--transcript", "--json").stdout)["transcript"]["coder"]
+                if e["kind"] == "command"]
+    assert len(commands) == 2 and all(c["exit_code"] == 0 for c in commands)
+    store.engine.dispose()
 
 
 def test_field_errors_of_the_command_coder_exit_2_naming_the_field(hive, tmp_path):

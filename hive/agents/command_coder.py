@@ -137,11 +137,18 @@ class CommandCoder:
 
     def code(self, proposal: Proposal, tree: Path, view: CampaignView, number: int) -> str:
         """Run the CLI on the proposal; a one-line summary, or EditRejected when it failed or changed nothing."""
-        tree = Path(tree).resolve()
-        out = self.logs / f"exp-{number}" / "coder-cli"
+        return self._run_cli(task_text(proposal, view, self.pb), Path(tree).resolve(), number, "coder-cli")
+
+    def repair(self, tree: Path, failure: str, log_tail: str, diff: str, number: int, attempt: int) -> str:
+        """Run the CLI again on the change whose run crashed: the failure, the log's last lines and the diff."""
+        task = repair_text(failure, log_tail, diff, attempt, getattr(self.spec, "repair_attempts", 0), self.pb)
+        return self._run_cli(task, Path(tree).resolve(), number, f"coder-cli-repair-{attempt}")
+
+    def _run_cli(self, task: str, tree: Path, number: int, folder: str) -> str:
+        """One run of the CLI on a task file in the worktree: transcript, cost, checks of its exit."""
+        out = self.logs / f"exp-{number}" / folder
         shutil.rmtree(out, ignore_errors=True)
         (out / "home").mkdir(parents=True)
-        task = task_text(proposal, view, self.pb)
         task_file = out / "task.md"
         task_file.write_text(task, encoding="utf-8")
         model, api_base = self.api()
@@ -208,6 +215,20 @@ def task_text(proposal: Proposal, view: CampaignView, playbook: Playbook) -> str
         lines += ["## Check your change", f"Run the smoke command and read its output: `{smoke}`", ""]
     lines += ["Removing code for an equal result is a win: keep the change as simple as the plan allows."]
     return "\n".join(lines) + "\n"
+
+
+def repair_text(failure: str, log_tail: str, diff: str, attempt: int, attempts: int, playbook: Playbook) -> str:
+    """The task file of a repair: what failed, the log's last lines (the traceback), the change so far."""
+    smoke = getattr(playbook.run, "smoke", None)
+    lines = [f"# Repair: the run of your change crashed (repair attempt {attempt} of {attempts})", "",
+             f"What failed: {failure}", "", "## The log's last lines", "```", log_tail.rstrip(), "```", "",
+             "## Your change so far (already in the files)", "```diff", diff.rstrip(), "```", "",
+             "Fix the cause so the run completes; keep the idea of the change.",
+             f"You may edit only: {', '.join(playbook.editable)}. "
+             f"Never change: {', '.join(playbook.protected) or '(none)'}. Do not commit.", ""]
+    if smoke:
+        lines += [f"Run the smoke command and read its output before you finish: `{smoke}`", ""]
+    return "\n".join(lines)
 
 
 def cli_messages(preset: str | None, out: Path, output: str) -> list[tuple[str, str]]:

@@ -266,6 +266,7 @@ class CommandCoderSpec(Strict):
                                     description="the one variable with a key the CLI gets (default: models.api_key_env, "
                                                 "else the preset's own, e.g. ANTHROPIC_API_KEY for claude-code)")
     timeout: float = Field(1800, gt=0, description="seconds the CLI may run for one experiment")
+    repair_attempts: int = Field(2, ge=0, description="times a crashed smoke run or seed goes back to the CLI")
 
     @model_validator(mode="after")
     def _preset_or_command(self) -> "CommandCoderSpec":
