@@ -88,10 +88,11 @@ def write_log(path: Path, text: str) -> None:
 class LogTail:
     """The end of a growing log file, read incrementally (only new bytes after the first read)."""
 
-    def __init__(self, path: str | Path, first_bytes: int | None = LOG_TAIL_BYTES):
+    def __init__(self, path: str | Path, first_bytes: int | None = LOG_TAIL_BYTES, whole_lines: bool = False):
         self.path = Path(path) if path else None
         self.offset: int | None = None
         self.first_bytes = first_bytes  # None: the first read returns the whole log
+        self.whole_lines = whole_lines  # True: a last line still being written is left for the next read
 
     def read_new(self, missing: str = "") -> str:
         """Text appended since the last call (the last `first_bytes` on the first call); `missing` if unreadable."""
@@ -104,7 +105,9 @@ class LogTail:
                     self.offset = 0 if self.first_bytes is None else max(0, size - self.first_bytes)
                 fh.seek(self.offset)
                 data = fh.read(size - self.offset)
-                self.offset = size
+                if self.whole_lines:
+                    data = data[:data.rfind(b"\n") + 1]
+                self.offset += len(data)
         except OSError:
             return missing
         return data.decode("utf-8", errors="replace")

@@ -57,10 +57,15 @@ class Transcript:
 def read_transcript(path: Path) -> Iterator[dict[str, Any]]:
     """The entries of a transcript file, in order (a line cut by a kill is skipped)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return
-    for line in lines:
+    yield from parse_entries(text)
+
+
+def parse_entries(text: str) -> Iterator[dict[str, Any]]:
+    """The entries of transcript lines (a line that is not a JSON object, e.g. cut by a kill, is skipped)."""
+    for line in text.splitlines():
         try:
             entry = json.loads(line)
         except ValueError:

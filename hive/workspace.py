@@ -291,7 +291,8 @@ class Workspace:
 
     def same_tree(self, a: str, b: str) -> bool:
         """Whether two commits hold exactly the same files."""
-        return self.rev_parse(f"{a}^{{tree}}") == self.rev_parse(f"{b}^{{tree}}")
+        first, second = self.tree_ids([a, b])
+        return first == second
 
     def update_ref(self, branch: str, new: str, old: str) -> None:
         """Move `branch` to `new` only if it is at `old` now ("" when it must not exist yet)."""

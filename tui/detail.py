@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hive.logs import open_log
+from hive.logs import LogTail
 from hive.objective import metric_value
 from hive.store import Store
-from hive.transcripts import render_entry
+from hive.transcripts import parse_entries, render_entry
 
 TRANSCRIPT_ENTRY_CHARS = 4000  # a longer message or command output is clipped on screen (`hive show` has it all)
 
@@ -64,32 +63,12 @@ class TranscriptTail:
     """One role's transcript read as it grows: each call renders the whole entries written since the last one."""
 
     def __init__(self, path: str | Path, width: int = TRANSCRIPT_ENTRY_CHARS):
-        self.path = Path(path)
+        self.tail = LogTail(path, None, whole_lines=True)  # never through a link, like a run's log
         self.width = width
-        self.offset = 0
 
     def read_new(self) -> str:
         """The entries appended since the last call, as text ("" when none; a line still being written waits)."""
-        try:
-            with open_log(self.path, "rb") as fh:  # never through a link
-                size = fh.seek(0, 2)
-                if size < self.offset:  # replaced by a shorter file: start again
-                    self.offset = 0
-                fh.seek(self.offset)
-                data = fh.read(size - self.offset)
-        except OSError:
-            return ""
-        whole = data[:data.rfind(b"\n") + 1]
-        self.offset += len(whole)
-        shown = []
-        for line in whole.decode("utf-8", errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict):
-                shown.append(render_entry(entry, self.width))
-        return "".join(f"{text}\n" for text in shown)
+        return "".join(f"{render_entry(e, self.width)}\n" for e in parse_entries(self.tail.read_new()))
 
 
 # ---- pull requests ------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Hive writes the plan to a task file, runs the CLI in the experiment's worktree with a time limit, an allow-list
 environment (PATH, HOME, locale, and only the API-key variable the playbook names) and, where bubblewrap works, in
-the sandbox (the worktree writable but for its protected files, the rest of the campaign hidden; the network stays, as the model is reached
-over it). Its output and its own trajectory are kept as the coder's transcript (`logs/exp-N/coder.jsonl`), its
+the sandbox (the worktree writable but for its protected files, the rest of the campaign hidden; the network
+stays, as the model is reached over it). Its output and its own trajectory are kept as the coder's transcript (`logs/exp-N/coder.jsonl`), its
 cost recorded where the CLI reports one. The graph then checks and commits as for any coder.
 """
 
@@ -141,7 +141,7 @@ class CommandCoder:
 
     def repair(self, tree: Path, failure: str, log_tail: str, diff: str, number: int, attempt: int) -> str:
         """Run the CLI again on the change whose run crashed: the failure, the log's last lines and the diff."""
-        task = repair_text(failure, log_tail, diff, attempt, getattr(self.spec, "repair_attempts", 0), self.pb)
+        task = repair_text(failure, log_tail, diff, attempt, self.spec.repair_attempts, self.pb)
         return self._run_cli(task, Path(tree).resolve(), number, f"coder-cli-repair-{attempt}")
 
     def _run_cli(self, task: str, tree: Path, number: int, folder: str) -> str:
@@ -219,7 +219,7 @@ def task_text(proposal: Proposal, view: CampaignView, playbook: Playbook) -> str
 
 def repair_text(failure: str, log_tail: str, diff: str, attempt: int, attempts: int, playbook: Playbook) -> str:
     """The task file of a repair: what failed, the log's last lines (the traceback), the change so far."""
-    smoke = getattr(playbook.run, "smoke", None)
+    smoke = playbook.run.smoke
     lines = [f"# Repair: the run of your change crashed (repair attempt {attempt} of {attempts})", "",
              f"What failed: {failure}", "", "## The log's last lines", "```", log_tail.rstrip(), "```", "",
              "## Your change so far (already in the files)", "```diff", diff.rstrip(), "```", "",

@@ -40,7 +40,8 @@ MAX_DUPLICATE_ASKS = 30
 # the trust region: after a keep, one knob within +-10 % of its range; every WIDEN_EVERY experiments without a
 # keep, the next step of TRUST_CYCLE (wider, then two knobs), then narrow again. bench/search_power.py measured
 # it (8-16 simulated campaigns each, true gain of the final best): widening on to three knobs over the whole
-# range, as before, found 0.014; this cycle 0.023, one knob only 0.025, one to three knobs 0.023
+# range, as before, found 0.014; this cycle 0.023 (0.025 over 16 campaigns: results/search_power.json), one
+# knob only 0.025, one to three knobs 0.023
 TRUST_CYCLE = ((1, 0.1), (1, 0.2), (1, 0.4), (2, 0.4))
 WIDEN_EVERY = 4
 
@@ -168,6 +169,7 @@ class SearchProposer:
             if local and view.best is not None:
                 seen.setdefault(_key(center), view.best.metric_mean)  # the best itself, e.g. a combination
             rationale = f"{self.name} trial"
+            walls = self._walls(center) if local else {}  # twins told below set no constraint: fixed for the loop
             for attempt in range(MAX_DUPLICATE_ASKS):
                 dists = self.dists
                 if self.name == "greedy":
@@ -175,7 +177,8 @@ class SearchProposer:
                 elif local:
                     # a twin: the next knob in the same region; a region whose every knob gave only twins widens
                     # (twice the radius each time, up to the whole range) until something new is in it
-                    dists, rationale = self._local_ask(view, center, view.since_best, attempt // len(self.dists))
+                    dists, rationale = self._local_ask(view, center, walls, view.since_best,
+                                                       attempt // len(self.dists))
                 trial = self.study.ask(dists)
                 key = _key(trial.params)
                 if key not in seen:
@@ -205,7 +208,7 @@ class SearchProposer:
                 center[name] = self._random_value(self.knobs[name])
         return center
 
-    def _local_ask(self, view: CampaignView, center: dict[str, Any], failures: int,
+    def _local_ask(self, view: CampaignView, center: dict[str, Any], walls: dict[str, tuple], failures: int,
                    widenings: int = 0) -> tuple[dict, str]:
         """Fix all but a few knobs at the best's values; the sampler picks the others inside the trust region."""
         count, radius = trust_region(failures)
@@ -215,7 +218,6 @@ class SearchProposer:
         tried.update(moved)
         fixed = {k: v for k, v in center.items() if k not in moved}
         dists = dict(self.dists)
-        walls = self._walls(center)
         for name in moved:
             knob = self.knobs[name]
             if knob.type == "categorical":
