@@ -131,13 +131,16 @@ def campaign(policy: str, index: int, pb, baseline_knobs: dict, truth: Truth, no
             value = effects.value(true_value, 1)
             spent += RUN_SECONDS
             kept, mean, values = value < best_values[1], value, {1: value}
+            gain = None  # the greedy proposer reads none
         else:
             judged = judge_sequentially(critic, SEEDS, lambda s: effects.value(true_value, s), best_values,
                                         lambda s: effects.value(best_truth, s), metric="val_bpb",
                                         pool=pool if critic.test == "paired" else None)
             spent += RUN_SECONDS * (len(judged.values) + judged.reference_runs)
             kept, mean, values = judged.verdict.verdict == "keep", statistics.fmean(judged.values.values()), judged.values
-        proposer.observe(proposal, Outcome(number, "keep" if kept else "discard", mean))
+            gain = judged.verdict.gain
+        proposer.observe(proposal, Outcome(number, "keep" if kept else "discard", mean, gain=gain,
+                                           reference=best_brief.number, seeds=len(values)))
         since += 1
         if kept:
             keeps += 1
@@ -150,7 +153,7 @@ def campaign(policy: str, index: int, pb, baseline_knobs: dict, truth: Truth, no
     return {"true_gain": base_truth - best_truth, "keeps": keeps, "false_keeps": false_keeps,
             "experiments": experiments, "false_keeps_per_20": 20 * false_keeps / max(1, experiments),
             "reported_minus_true_sd": (reported - best_truth) / noise.total_sd, "run_seconds": spent,
-            "first_real_gain_seconds": first_real}
+            "first_real_gain_seconds": first_real, "best_knobs": best_knobs}
 
 
 def summarise(rows: list[dict]) -> dict:

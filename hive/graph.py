@@ -495,7 +495,8 @@ class ExperimentFlow:
         res = self.pb.run.resources
         excess = constraint_excess(self.pb.objective, runs[0].metrics) if runs else []
         # the proposer learns first: a kill after this line must not leave its trial open
-        await asyncio.to_thread(self.roles.proposer.observe, proposal, Outcome(number, v.verdict, v.mean, excess))
+        outcome = Outcome(number, v.verdict, v.mean, excess, v.gain, v.reference, sum(r.status == "ok" for r in runs))
+        await asyncio.to_thread(self.roles.proposer.observe, proposal, outcome)
         finished = now()
         if v.verdict == "keep":
             async with self._keep_lock:

@@ -54,6 +54,7 @@ def test_the_screen_compares_with_the_best_on_the_same_seed(critic):
     # 1.1 beats the best's mean but not its value on seed 1: a paired screen discards it
     screen = critic.judge(_seeds(1.1), best, 1)
     assert screen.verdict == "discard" and "exp-1 on seed 1" in screen.reason
+    assert screen.gain == pytest.approx(-0.1)  # the gain on seed 1, what the local search's follow-ups read
     unpaired = Critic(critic.objective, test="welch").judge(_seeds(1.1), best, 1)
     assert unpaired.verdict == "more_seeds" and "mean" in unpaired.reason
     more = critic.judge(_seeds(0.9), best, 1)
@@ -68,6 +69,7 @@ def test_paired_confirmation_keeps_what_welch_cannot_see(critic):
     paired = Critic(objective).judge(candidate, best, 1)
     assert paired.verdict == "keep" and "paired t-test" in paired.reason
     assert paired.p_value == pytest.approx(0.019, abs=0.002)
+    assert paired.gain == pytest.approx((0.0348 + 0.0221 + 0.0238) / 3)  # the mean paired difference
     welch = Critic(objective, test="welch").judge(candidate, best, 1)
     assert welch.verdict == "discard" and welch.p_value == pytest.approx(0.18, abs=0.02)
 
@@ -264,6 +266,18 @@ def test_greedy_moves_one_knob_from_the_best(tmp_path):
     assert len(moved) == 1, proposal.knobs
 
 
+def test_greedy_moves_stay_on_the_knob_grid(tmp_path):
+    # 15 % of this range is 21.6: off the grid of 16s unless snapped back onto it
+    pb = _playbook(tmp_path, [{"name": "D", "type": "int", "low": 120, "high": 264, "step": 16, "bind": {"env": "D"}}])
+    proposer = SearchProposer(pb, tmp_path / "o.journal", "g", strategy="greedy", seed=1, baseline={"D": 184})
+    values = set()
+    for number in range(2, 4):
+        proposal = proposer.propose(_view({"D": 184}), number)
+        proposer.observe(proposal, Outcome(number, "discard", 1.0))
+        values.add(proposal.knobs["D"])
+    assert values == {168, 200}
+
+
 def _wide_playbook(tmp_path):
     knobs = [{"name": f"F{i}", "type": "float", "low": 0.0, "high": 10.0, "bind": {"env": f"F{i}"}} for i in range(4)]
     knobs += [{"name": "LR", "type": "float", "low": 0.001, "high": 1.0, "log": True, "bind": {"env": "LR"}},
@@ -342,6 +356,33 @@ def test_a_value_that_broke_a_constraint_is_a_wall_the_local_search_stays_short_
         ups += [v for k, v in proposal.knobs.items() if k == "N" and v > walls["N"]]
         proposer.observe(proposal, Outcome(number, "discard", 2.0))
     assert ups
+
+
+def test_promising_discards_are_combined_and_followed_along_their_knob(tmp_path):
+    """Moves whose paired gain is positive on three seeds but too small to keep: two of them are tried together,
+    a knob is followed further the way it gained, and a parabola through its results sets it at its best (the
+    truth here is exactly quadratic)."""
+    pb, center = _wide_playbook(tmp_path)
+    proposer = SearchProposer(pb, tmp_path / "o.journal", "follow", seed=5, baseline=center)
+    top = {"F0": 7.0, "F1": 6.5}  # where two knobs are best; every other knob is best where it is
+
+    def loss(knobs):
+        return sum(0.001 * (knobs[k] - top.get(k, center[k])) ** 2 for k in ("F0", "F1", "F2", "F3"))
+
+    rationales = []
+    for number in range(2, 40):
+        proposal = proposer.propose(_view(center, 0), number)
+        knobs = proposal.knobs
+        rationales.append((proposal.rationale, knobs))
+        gain = loss(center) - loss(knobs)  # never enough to keep: the best stays where it is
+        proposer.observe(proposal, Outcome(number, "discard", 1.0 - gain, gain=gain, reference=1, seeds=3))
+    combined = [k for why, k in rationales if why.startswith("combines promising discards around exp-1")]
+    assert combined and combined[0]["F0"] > 5 and combined[0]["F1"] > 5, rationales
+    peaks = [k for why, k in rationales if "parabola" in why]
+    assert any(abs(k["F0"] - 7.0) < 1e-6 for k in peaks), peaks
+    assert any(abs(k["F0"] - 7.0) < 1e-6 and k["F1"] > 6 for k in combined), combined  # the peak, combined
+    # a move judged against another best is no evidence around this one unless it moved a knob they share
+    assert not proposer._knob_points(reference=99, center={**center, "F0": 9.0}).get("F0")
 
 
 def test_global_search_samples_every_knob(tmp_path):

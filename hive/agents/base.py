@@ -104,6 +104,9 @@ class Outcome:
     verdict: str
     metric_mean: float | None
     constraint_excess: list[float] = field(default_factory=list)  # > 0 where a constraint was broken
+    gain: float | None = None  # the critic's estimate of its gain over `reference`, paired seed by seed
+    reference: int | None = None  # the best it was compared with
+    seeds: int = 0  # how many seeds the estimate rests on
 
 
 class Proposer(Protocol):
@@ -136,6 +139,7 @@ class Verdict:
     p_value: float | None = None
     seeds_wanted: int = 0
     reference: int | None = None  # the best experiment it was compared with
+    gain: float | None = None  # estimated gain over the reference, positive = better (paired on its seeds)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Verdict":

@@ -95,6 +95,13 @@ class Critic:
             against, label = statistics.fmean(reference.values()), f"{ref}'s mean{missing}"
         gain = improvement(obj, value, against)
         shown = f"seed {seed} {obj.metric}={value:.6g} vs {label} {against:.6g} (gain {gain:+.4g})"
+        paired_gain = gain if self.test == "paired" and seed in reference else None
+        verdict = self._screen_verdict(gain, shown, mean)
+        verdict.gain = paired_gain
+        return verdict
+
+    def _screen_verdict(self, gain: float, shown: str, mean: float) -> Verdict:
+        obj = self.objective
         if self.max_seeds == 1:  # one seed decides (no test was asked for)
             if gain > obj.min_delta:
                 return Verdict("keep", f"{shown}, min_delta {obj.min_delta:g}; one seed, no test", mean)
@@ -124,6 +131,13 @@ class Critic:
             p = welch_p_value(obj.direction, list(values.values()), best, obj.min_delta)
             method = (f"Welch t-test{why}: mean {mean:.6g} over {n} seeds vs {ref} {statistics.fmean(best):.6g} "
                       f"over {len(best)}, gain {gain:+.4g}")
+        verdict = self._decide(n, gain, p, method, ref, mean, std)
+        verdict.gain = gain
+        return verdict
+
+    def _decide(self, n: int, gain: float, p: float | None, method: str, ref: str, mean: float,
+                std: float | None) -> Verdict:
+        obj = self.objective
         look = n in self.looks
         level = self.level
         p_text = f", p={p:.3g}" if p is not None else ""

@@ -5,12 +5,15 @@ that starts small after each keep, widens as experiments since then fail, and na
 (`TRUST_CYCLE`); the sampler (TPE or random) chooses the values there. The knobs moved least around this best
 go first, so a sweep of one-knob changes covers every knob before any is tried twice; only the widest step moves
 two at once (from a tuned best every extra knob moved costs more than it can win). A value that broke a
-constraint when its knob alone moved there is a wall the search stays short of. `search: global` samples every
-knob over its whole range.
+constraint when its knob alone moved there is a wall the search stays short of. Discards that moved one knob
+and gained a little, too little to keep, are followed up first (`SearchProposer._follow_up`): two or three of
+them together, else a step along that knob to where a parabola through its results peaks. `search: global`
+samples every knob over its whole range.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import threading
@@ -40,10 +43,11 @@ MAX_DUPLICATE_ASKS = 30
 # the trust region: after a keep, one knob within +-10 % of its range; every WIDEN_EVERY experiments without a
 # keep, the next step of TRUST_CYCLE (wider, then two knobs), then narrow again. bench/search_power.py measured
 # it (8-16 simulated campaigns each, true gain of the final best): widening on to three knobs over the whole
-# range, as before, found 0.014; this cycle 0.023 (0.025 over 16 campaigns: results/search_power.json), one
-# knob only 0.025, one to three knobs 0.023
+# range, as before, found 0.014; this cycle 0.023 (0.025 over 16 campaigns), one knob only 0.025, one to three
+# knobs 0.023; with the follow-ups of promising discards 0.038 (20 campaigns: results/search_power.json)
 TRUST_CYCLE = ((1, 0.1), (1, 0.2), (1, 0.4), (2, 0.4))
 WIDEN_EVERY = 4
+LINE_SPACING = 0.05  # a follow-up along one knob keeps this far (a fraction of its range) from every value tried
 
 
 def distribution(knob: Knob):
@@ -83,6 +87,32 @@ def study_storage(journal: Path) -> JournalStorage:
 def _key(params: dict[str, Any]) -> tuple:
     """Configurations that the knob coder would write identically are the same configuration."""
     return tuple(sorted((k, format_value(v) if isinstance(v, float) else v) for k, v in params.items()))
+
+
+def _offset(knob: Knob, center: Any, value: Any) -> float:
+    """How far `value` lies from `center`, as a signed fraction of the knob's range (of its log-range if log; of
+    its choices for a categorical knob)."""
+    if knob.type == "categorical":
+        if value not in knob.choices or center not in knob.choices:
+            return 0.0
+        return (knob.choices.index(value) - knob.choices.index(center)) / max(1, len(knob.choices) - 1)
+    if knob.log:
+        return (math.log(value) - math.log(center)) / (math.log(knob.high) - math.log(knob.low))
+    return (value - center) / (knob.high - knob.low)
+
+
+def _from_offset(knob: Knob, center: Any, offset: float) -> Any:
+    """The value `offset` (a fraction of the range, as `_offset` measures) away from `center`, on the knob's grid
+    and inside its range."""
+    if knob.log:
+        raw = center * math.exp(offset * (math.log(knob.high) - math.log(knob.low)))
+    else:
+        raw = center + offset * (knob.high - knob.low)
+    raw = min(knob.high, max(knob.low, raw))
+    step = None if knob.log else knob.step
+    if step:
+        raw = knob.low + round((raw - knob.low) / step) * step
+    return int(round(raw)) if knob.type == "int" else raw
 
 
 def trust_region(failures: int) -> tuple[int, float]:
@@ -170,9 +200,13 @@ class SearchProposer:
                 seen.setdefault(_key(center), view.best.metric_mean)  # the best itself, e.g. a combination
             rationale = f"{self.name} trial"
             walls = self._walls(center) if local else {}  # twins told below set no constraint: fixed for the loop
+            follow_up = self._follow_up(view, center, walls, seen) if local and view.best is not None else None
             for attempt in range(MAX_DUPLICATE_ASKS):
                 dists = self.dists
-                if self.name == "greedy":
+                if follow_up is not None and attempt == 0:
+                    self.study.enqueue_trial(follow_up[0], skip_if_exists=False)
+                    rationale = follow_up[1]
+                elif self.name == "greedy":
                     self.study.enqueue_trial(self._neighbour(view), skip_if_exists=False)
                 elif local:
                     # a twin: the next knob in the same region; a region whose every knob gave only twins widens
@@ -230,6 +264,99 @@ class SearchProposer:
                f"({view.since_best} experiment(s) since the last keep); {self.name}")
         return dists, why
 
+    def _follow_up(self, view: CampaignView, center: dict[str, Any], walls: dict[str, tuple],
+                   seen: dict) -> tuple[dict[str, Any], str] | None:
+        """A configuration built from promising discards around this best, if one is untried: two or three of them
+        together, else the best value a parabola through that knob's results predicts.
+
+        A discard is promising when it moved one knob and the critic's paired estimate of its gain, from two seeds
+        or more, is positive: real, perhaps, but too small to keep. Gains too small to keep one by one add up in
+        one experiment, judged like any other; a step too short to keep points the way along its knob.
+        """
+        points = self._knob_points(view.best.number, center)
+        promising = {}
+        for name, rows in points.items():
+            confirmed = [r for r in rows if r[2] >= 2 and r[1] > 0]
+            if confirmed:
+                promising[name] = max(confirmed, key=lambda r: r[1])
+        ranked = sorted(promising, key=lambda k: -promising[k][1])[:3]
+        combos = [c for size in (2, 3) for c in itertools.combinations(ranked, size)]
+        for combo in sorted(combos, key=lambda c: -sum(promising[k][1] for k in c)):
+            config = {**center, **{k: promising[k][3] for k in combo}}
+            if _key(config) not in seen:
+                parts = ", ".join(f"exp-{promising[k][4]}: {k} gain {promising[k][1]:+.3g}" for k in combo)
+                return config, (f"combines promising discards around exp-{view.best.number} ({parts}), each too "
+                                f"small a gain to keep")
+        for name in ranked:
+            value, how = self._line_step(self.knobs[name], center[name], points[name], promising[name],
+                                         walls.get(name, ()))
+            config = {**center, name: value}
+            if value is not None and _key(config) not in seen:
+                return config, (f"{how} ({len(points[name])} result(s) on {name} around exp-{view.best.number}; "
+                                f"exp-{promising[name][4]} gained {promising[name][1]:+.3g}, too little to keep)")
+        return None
+
+    def _knob_points(self, reference: int, center: dict[str, Any]) -> dict[str, list[tuple]]:
+        """Per knob: (offset from the center in unit range, gain, seeds, value, experiment) of every trial that moved
+        only that knob from the best it was judged against, where that best and `center` agree on the knob (a
+        move measured around an earlier best still counts here: knobs mostly act apart)."""
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        centers = {t.user_attrs["experiment"]: t.params for t in trials if "experiment" in t.user_attrs}
+        centers[reference] = center
+        points: dict[str, list[tuple]] = {}
+        for t in trials:
+            gain, around = t.user_attrs.get("gain"), centers.get(t.user_attrs.get("reference"))
+            if gain is None or around is None or set(t.params) != set(self.dists):
+                continue
+            moved = [k for k in self.dists if t.params[k] != around.get(k)]
+            if len(moved) != 1 or around.get(moved[0]) != center.get(moved[0]):
+                continue
+            if x := _offset(self.knobs[moved[0]], center[moved[0]], t.params[moved[0]]):
+                points.setdefault(moved[0], []).append(
+                    (x, gain, t.user_attrs.get("seeds", 1), t.params[moved[0]], t.user_attrs.get("experiment")))
+        return points
+
+    def _line_step(self, knob: Knob, center: Any, rows: list[tuple], best: tuple,
+                   walls: tuple = ()) -> tuple[Any, str]:
+        """Where to try this knob next: the top of a parabola through the center (gain 0) and its results, weighted
+        by seeds, when it bends down there (never past twice the farthest result); else, or where that was tried
+        already, twice the promising step."""
+        targets = []
+        if len({round(r[0], 9) for r in rows}) >= 2:
+            # least squares of gain = a x + b x^2, each result weighted by its seeds
+            sxx, sx3, sx4 = (sum(r[2] * r[0] ** k for r in rows) for k in (2, 3, 4))
+            sxg, sx2g = (sum(r[2] * r[0] ** k * r[1] for r in rows) for k in (1, 2))
+            det = sxx * sx4 - sx3 ** 2
+            if det > 0 and (b := (sxx * sx2g - sx3 * sxg) / det) < 0:
+                a, reach = (sxg * sx4 - sx2g * sx3) / det, 2 * max(abs(r[0]) for r in rows)
+                targets.append((max(-reach, min(reach, -a / (2 * b))),
+                                f"sets {knob.name} where a parabola through its results peaks"))
+        targets.append((2 * best[0], f"moves {knob.name} twice as far as exp-{best[4]}"))
+        if knob.type == "categorical":
+            return self._further(knob, center, best[3], walls), targets[-1][1]
+        for target, how in targets:
+            value = _from_offset(knob, center, target)
+            x = _offset(knob, center, value)
+            # closer than LINE_SPACING to a value tried already it would measure noise, not the knob
+            if not _contains(self.dists[knob.name], value) or min(abs(x - r[0]) for r in [(0.0,), *rows]) < LINE_SPACING:
+                continue
+            if not any(isinstance(w, (int, float)) and (center < w <= value or value <= w < center) for w in walls):
+                return value, how
+        return None, targets[-1][1]
+
+    def _further(self, knob: Knob, center: Any, value: Any, walls: tuple = ()) -> Any:
+        """For a categorical knob of ordered choices: the choice as far again beyond `value` as it is from
+        `center`; None where that is nowhere new or past a wall."""
+        if value not in knob.choices or center not in knob.choices:
+            return None
+        i, j = knob.choices.index(center), knob.choices.index(value)
+        further = knob.choices[min(len(knob.choices) - 1, max(0, 2 * j - i))]
+        if further == value:
+            return None
+        if any(isinstance(w, (int, float)) and (value < w <= further or further <= w < value) for w in walls):
+            return None
+        return further
+
     def _nearby_choice(self, knob: Knob, current: Any, radius: float, walls: tuple = ()) -> Any:
         """Another choice of a categorical knob; for numbers, one of the nearest in order (more as radius grows),
         none at or beyond a wall (a choice that broke a constraint)."""
@@ -268,6 +395,10 @@ class SearchProposer:
             handle = optuna.Trial(self.study, trial._trial_id)
             for i, excess in enumerate(outcome.constraint_excess):
                 handle.set_constraint(f"constraint_{i}", excess)
+            if outcome.gain is not None:  # what the follow-ups read (around the best it was compared with)
+                for key, value in (("gain", outcome.gain), ("reference", outcome.reference),
+                                   ("seeds", outcome.seeds), ("experiment", outcome.number)):
+                    handle.set_user_attr(key, value)
             if outcome.verdict in FAILED_VERDICTS or outcome.metric_mean is None:
                 self.study.tell(proposal.trial, state=TrialState.FAIL)
             else:
@@ -308,14 +439,10 @@ class SearchProposer:
         if knob.type == "categorical":
             others = [c for c in knob.choices if c != current] or knob.choices
             best[name] = self.rng.choice(others)
-        elif knob.log:
-            factor = math.exp(self.rng.choice((-1, 1)) * 0.5)
-            best[name] = min(knob.high, max(knob.low, current * factor))
-        else:
-            step = (knob.high - knob.low) * 0.15 * self.rng.choice((-1, 1))
-            best[name] = min(knob.high, max(knob.low, current + step))
-        if knob.type == "int":
-            best[name] = int(round(best[name]))
+        else:  # a factor e^0.5 of a log knob, 15% of the range otherwise, on the knob's grid
+            sign = self.rng.choice((-1, 1))
+            span = math.log(knob.high) - math.log(knob.low) if knob.log else 1.0
+            best[name] = _from_offset(knob, current, sign * (0.5 / span if knob.log else 0.15))
         return best
 
     def _random_value(self, knob: Knob) -> Any:
