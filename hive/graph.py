@@ -161,7 +161,7 @@ class ExperimentFlow:
         return exp
 
     def _update(self, number: int, **fields: Any) -> Experiment:
-        return self.ctx.store.update(Experiment, self._exp(number).id, **fields)
+        return self.ctx.store.update_experiment(self.ctx.campaign.id, number, **fields)
 
     # -- nodes -----------------------------------------------------------------
     async def propose(self, state: ExperimentState) -> dict:
@@ -200,25 +200,47 @@ class ExperimentFlow:
         number, ws = state["number"], self.ctx.workspace
         proposal = Proposal.from_dict(state["proposal"])
         base = state["parent_commit"]
-        tree = ws.worktree(number, base)
-        # the knob coder writes values and reads nothing of the campaign: no view to build (~20 ms of queries)
-        view = (campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb, self.ctx.workspace)
-                if getattr(self.roles.coder, "reads_view", True) else None)
+        message = f"exp-{number}: {proposal.hypothesis[:72]}\n\n{proposal.rationale}"
         try:
-            summary = await asyncio.to_thread(self.roles.coder.code, proposal, tree, view, number)
+            coded = await asyncio.to_thread(self._code_without_checkout, number, base, proposal, message)
+            if coded is None:
+                coded = await self._code_in_worktree(number, base, proposal, message)
         except EditRejected as exc:
-            ws.remove_worktree(number)
             return {"verdict": _v(Verdict("edit_failed", str(exc)))}
-        commit = ws.commit(tree, f"exp-{number}: {proposal.hypothesis[:72]}\n\n{proposal.rationale}")
+        summary, commit = coded
         diff = ws.diff(base, commit)
         self._update(number, commit=commit, parent_commit=base, diff=diff, status="running")
-        ws.remove_worktree(number)
         rejected = self._check(base, commit, summary)
         if rejected is not None:
             return {"commit": commit, "verdict": _v(rejected)}
         self.ctx.store.start_attempt(self._exp(number).id, 1, commit, summary)
         self.ctx.feed("code", f"{summary} -> {commit[:10]}", number)
         return {"commit": commit}
+
+    def _code_without_checkout(self, number: int, base: str, proposal: Proposal, message: str) -> tuple[str, str] | None:
+        """(summary, commit) from a coder that only rewrites files it names (the knob coder): no worktree, ~30 ms
+        less per experiment. None when the coder cannot, or those files are not all plain text files at `base`."""
+        edit, paths = getattr(self.roles.coder, "edit", None), getattr(self.roles.coder, "paths", None)
+        if edit is None or paths is None:
+            return None
+        files = self.ctx.workspace.read_files(base, paths())
+        if files is None:
+            return None
+        summary, writes = edit(proposal, files)
+        return summary, self.ctx.workspace.commit_files(number, base, writes, message)
+
+    async def _code_in_worktree(self, number: int, base: str, proposal: Proposal, message: str) -> tuple[str, str]:
+        """(summary, commit) from the coder editing a checkout of `base`; the checkout is removed after."""
+        ws = self.ctx.workspace
+        tree = ws.worktree(number, base)
+        # the knob coder writes values and reads nothing of the campaign: no view to build (~20 ms of queries)
+        view = (campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb, ws)
+                if getattr(self.roles.coder, "reads_view", True) else None)
+        try:
+            summary = await asyncio.to_thread(self.roles.coder.code, proposal, tree, view, number)
+            return summary, ws.commit(tree, message)
+        finally:
+            ws.remove_worktree(number)
 
     def _check(self, base: str, commit: str, summary: str) -> Verdict | None:
         """The verdict on a commit that may not run (it changes files it may not, or nothing), else None."""

@@ -87,10 +87,15 @@ def _reparsed(value: Any) -> Any:
 def runtime_knobs(run_dir: Path) -> dict[str, Any]:
     """The flag/env knob values a commit carries (empty when it has none)."""
     path = run_dir / KNOBS_FILE
-    if not path.is_file():
+    return parse_runtime_knobs(path.read_text() if path.is_file() else None)
+
+
+def parse_runtime_knobs(text: str | None) -> dict[str, Any]:
+    """The flag/env knob values in a knob file's text (empty when there is none or it is not a JSON object)."""
+    if text is None:
         return {}
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}

@@ -112,7 +112,12 @@ class Runner:
             return not self._active.pop(key)
 
     def _foreign_writes(self, alone: bool, log_path: Path) -> str | None:
-        """Undo writes into the campaign repo; a reason to reject the run when it alone can have made them."""
+        """Undo writes into the campaign repo; a reason to reject the run when it alone can have made them.
+
+        Under an executor that confines its runs the repo is out of every run's reach, and there is nothing to check.
+        """
+        if getattr(self.executor, "confines", False):
+            return None
         foreign = self.workspace.repo_changes()
         moved = self.workspace.baseline_moved(self.baseline)
         if moved:  # moved back at once; the scorer never reads it (fresh_harness), and new experiments must not either

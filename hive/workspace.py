@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from hive.errors import BadInput, HiveError
@@ -48,7 +50,7 @@ def campaign_git_env() -> dict[str, str]:
     return {**env, **GIT_ENV, "GIT_TERMINAL_PROMPT": "0"}
 
 
-def run_campaign_git(cwd: Path, *args: str, stdin: str | None = None, text: bool = True,
+def run_campaign_git(cwd: Path, *args: str, stdin: str | bytes | None = None, text: bool = True,
                      env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """One git command on the campaign repo: hooks and monitors off, a scrubbed environment (plus `env`)."""
     return subprocess.run(["git", *SAFE_GIT, *args], cwd=cwd, env={**campaign_git_env(), **(env or {})}, input=stdin,
@@ -61,6 +63,17 @@ def git_output(cwd: Path, *args: str, env: dict | None = None, stdin: str | None
     if proc.returncode != 0:
         raise HiveError(f"git {args[0]} failed in {cwd}: {proc.stderr.strip()}")
     return proc.stdout
+
+
+OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+MAX_PACKS = 16  # packs in the campaign repo before commit_files merges the small ones
+REGULAR_MODES = ("100644", "100755")  # a plain file and an executable one, as git records them
+
+
+def _blob_id(data: bytes, like: str) -> str:
+    """The id git gives a file of `data`, in the hash of the id `like` (SHA-1, or SHA-256 in such a repo)."""
+    algorithm = hashlib.sha1 if len(like) == 40 else hashlib.sha256
+    return algorithm(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 _NOT_HIVE = ["--", ".", f":(exclude){HIVE_DIR}"]
@@ -82,6 +95,9 @@ class Workspace:
         self.runs = self.root / "runs"
         self.logs = self.root / "logs"
         self._repo_lock = threading.Lock()  # runs finish in threads; one git command on the checkout at a time
+        self._pack_lock = threading.Lock()  # one repack at a time
+        self._cache_lock = threading.Lock()
+        self._entry_cache: dict[str, dict[str, tuple[str, str, str] | None]] = {}  # commit -> path -> entry
 
     # -- names -------------------------------------------------------------
     def branch(self, number: int) -> str:
@@ -218,6 +234,96 @@ class Workspace:
             if "nothing to commit" not in (exc.stdout or "") + (exc.stderr or ""):
                 raise
         return self._git("rev-parse", "HEAD", cwd=tree).strip()
+
+    def _entries(self, commit: str, paths: list[str]) -> dict[str, tuple[str, str, str]]:
+        """What `commit` holds at each of `paths` that it has: path -> (mode, kind, object id).
+
+        A commit never changes, so the answer is kept (the graph reads a parent's files, then commits on it).
+        """
+        known = self._entry_cache.get(commit, {})
+        if all(p in known for p in paths):
+            return {p: known[p] for p in paths if known[p] is not None}
+        listed = self._git("ls-tree", "-z", commit, "--", *paths).split("\0") if paths else []
+        entries = {}
+        for entry in filter(None, listed):
+            meta, path = entry.split("\t", 1)
+            mode, kind, sha = meta.split()
+            entries[path] = (mode, kind, sha)
+        if OBJECT_ID.fullmatch(commit):  # an object id, not a branch name that may move
+            with self._cache_lock:
+                if commit not in self._entry_cache and len(self._entry_cache) >= 64:
+                    self._entry_cache.pop(next(iter(self._entry_cache)))
+                self._entry_cache.setdefault(commit, {}).update({p: entries.get(p) for p in paths})
+        return entries
+
+    def read_files(self, commit: str, paths: list[str]) -> dict[str, str | None] | None:
+        """The text of each path at `commit` (None where absent), in two git calls and without a checkout.
+
+        None when any of them is not a regular file there (a link, a folder, a submodule) or not UTF-8 text:
+        such a tree is edited in a worktree instead.
+        """
+        entries = self._entries(commit, paths)
+        if any(kind != "blob" or mode not in REGULAR_MODES for mode, kind, _ in entries.values()):
+            return None
+        texts: dict[str, str | None] = {p: None for p in paths}
+        order = [p for p in paths if p in entries]
+        if not order:
+            return texts
+        proc = run_campaign_git(self.repo_dir, "cat-file", "--batch", text=False,
+                                stdin="".join(f"{entries[p][2]}\n" for p in order).encode())
+        if proc.returncode != 0:
+            raise GitFailed(("cat-file", "--batch"), proc.returncode, proc.stderr.decode(errors="replace"), "")
+        out, at = proc.stdout, 0
+        for path in order:  # each object: "<id> blob <size>\n", its bytes, "\n"
+            header_end = out.index(b"\n", at)
+            size = int(out[at:header_end].split()[2])
+            body = out[header_end + 1:header_end + 1 + size]
+            at = header_end + 1 + size + 1
+            try:
+                texts[path] = body.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        return texts
+
+    def commit_files(self, number: int, base: str, files: dict[str, str], message: str) -> str:
+        """Commit `files` (path -> new text) on `base` to the experiment's branch without a checkout; the commit.
+
+        One `git fast-import`: a file keeps its mode, a new one is a plain file. When no file changes, the branch
+        is set to `base` and `base` returned, as `commit` does for a worktree with nothing to commit.
+        """
+        branch = f"refs/heads/{self.branch(number)}"
+        entries = self._entries(base, list(files))
+        changed = {p: text.encode() for p, text in files.items()
+                   if p not in entries or _blob_id(text.encode(), entries[p][2]) != entries[p][2]}
+        if not changed:
+            self._git("update-ref", branch, base)
+            return base
+        stamp = f"{GIT_ENV['GIT_COMMITTER_NAME']} <{GIT_ENV['GIT_COMMITTER_EMAIL']}> {int(time.time())} +0000"
+        body = message.encode()
+        stream = [f"commit {branch}\nmark :1\nauthor {stamp}\ncommitter {stamp}\ndata {len(body)}\n".encode(),
+                  body, f"\nfrom {base}\n".encode()]
+        for path, data in sorted(changed.items()):
+            mode = entries[path][0] if path in entries else "100644"
+            stream += [f"M {mode} inline {path}\ndata {len(data)}\n".encode(), data, b"\n"]
+        stream.append(b"\nget-mark :1\ndone\n")
+        # its objects stay in one small pack (exploding them to loose objects costs a second process, 8 ms)
+        proc = run_campaign_git(self.repo_dir, "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--force",
+                                "--done", text=False, stdin=b"".join(stream))
+        if proc.returncode != 0:
+            raise GitFailed(("fast-import",), proc.returncode, proc.stderr.decode(errors="replace"), "")
+        self._merge_small_packs()
+        return proc.stdout.decode().strip()
+
+    def _merge_small_packs(self) -> None:
+        """Merge the small packs fast-import leaves once there are many (each object lookup walks every pack)."""
+        packs = self.repo_dir / ".git" / "objects" / "pack"
+        if sum(1 for f in os.scandir(packs) if f.name.endswith(".pack")) <= MAX_PACKS:
+            return
+        with self._pack_lock:
+            try:  # geometric: the small packs are merged, a large one (a dataset) is not rewritten
+                self._git("repack", "-d", "-q", "--geometric=2")
+            except GitFailed:  # a git older than 2.32
+                self._git("repack", "-a", "-d", "-q")
 
     def remove_worktree(self, number: int) -> None:
         """Drop a finished experiment's worktree (its branch and commits stay)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -136,10 +137,25 @@ def test_aa_control_keeps_at_most_one_and_reports_its_optimism(hive, tmp_path):
     for value in firsts[1:]:
         if value < running:
             running, greedy_keeps = value, greedy_keeps + 1
+    expected = _expected_minimum(len(firsts))
     print(f"\nA/A over 20 experiments: hive false keeps {keeps}, reported best {best:+.3f} sd; "
-          f"keep-if-lower false keeps {greedy_keeps}, reported best {running:+.3f} sd")
+          f"keep-if-lower false keeps {greedy_keeps}, reported best {running:+.3f} sd "
+          f"(its expected best {expected:+.3f} sd)")
     assert keeps <= 1
-    assert abs(best) < abs(running) or keeps == 0
+    # keep-if-lower reports the minimum of its first seeds; Hive's best is a mean over its confirmation seeds, so it
+    # is less optimistic than that minimum is on average (one realised minimum can fall either side of a keep's mean)
+    assert abs(best) < abs(expected) or keeps == 0
+
+
+def _expected_minimum(n: int) -> float:
+    """E[min of n independent N(0, 1) draws], by the trapezoid rule on [-8, 8]."""
+    step, total = 0.001, 0.0
+    for i in range(16001):
+        x = -8 + i * step
+        density = math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+        survival = 0.5 * math.erfc(x / math.sqrt(2))
+        total += x * n * density * survival ** (n - 1) * (0.5 if i in (0, 16000) else 1.0)
+    return total * step
 
 
 def test_llm_campaign_against_the_scripted_server_records_tokens_and_dollars(hive, tmp_path):

@@ -105,7 +105,9 @@ def test_a_run_that_writes_into_the_campaign_repo_is_caught(quick, sandbox_mode)
         (tree / "train.py").write_text((tree / "train.py").read_text() + (
             f"\nopen({str(victim)!r}, 'a').write('# planted\\n')\nopen({str(ws.repo_dir / 'x.txt')!r}, 'w')\n"))
     commit = _commit(ws, 2, attack)
-    outcome = Runner(pb, ws, LocalExecutor(sandbox=sandbox_mode)).run_seed(2, 1, commit)
+    executor = LocalExecutor(sandbox=sandbox_mode)
+    assert executor.confines == (sandbox_mode == "bwrap")
+    outcome = Runner(pb, ws, executor).run_seed(2, 1, commit)
     if sandbox_mode == "bwrap":  # the repo is not even there: the write fails and so does the run
         assert outcome.status == "failed" and "No such file or directory" in outcome.log_path.read_text()
     else:  # written, then found and undone

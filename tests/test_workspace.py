@@ -151,3 +151,55 @@ def test_fresh_harness_holds_only_the_pristine_protected_files(ws, quick):
         ws.fresh_harness(ws.runs / "h", recorded)
     assert not (ws.runs / "h").exists()
     assert ws.snapshot_harness(quick, ws.baseline_commit()) == recorded
+
+
+def test_files_committed_without_a_checkout_make_the_tree_a_worktree_commit_makes(ws):
+    base = ws.baseline_commit()
+    text = ws.read_files(base, ["train.py", ".hive/knobs.json"])
+    assert text is not None and text[".hive/knobs.json"] is None and "STEPS = 40" in text["train.py"]
+    writes = {"train.py": text["train.py"].replace("STEPS = 40", "STEPS = 80"), ".hive/knobs.json": '{"X": 1}\n'}
+    fast = ws.commit_files(2, base, writes, "exp-2: more steps\n\nwhy")
+    tree = ws.worktree(3, base)
+    for path, body in writes.items():
+        (tree / path).parent.mkdir(exist_ok=True)
+        (tree / path).write_text(body)
+    slow = ws.commit(tree, "exp-3")
+    ws.remove_worktree(3)
+    assert ws.same_tree(fast, slow)
+    assert git("rev-parse", "hive/c/exp-2", cwd=ws.repo_dir).strip() == fast
+    assert git("rev-parse", f"{fast}^", cwd=ws.repo_dir).strip() == base
+    assert git("log", "-1", "--format=%an <%ae>%n%B", fast, cwd=ws.repo_dir).startswith("Hive <hive@localhost>\n"
+                                                                                         "exp-2: more steps\n\nwhy")
+    assert ws.read_files(fast, ["train.py"]) == {"train.py": writes["train.py"]}
+    # nothing changed: the branch is the base, as a worktree with nothing to commit gives
+    assert ws.commit_files(4, base, {"train.py": text["train.py"]}, "exp-4") == base
+    assert git("rev-parse", "hive/c/exp-4", cwd=ws.repo_dir).strip() == base
+    # the branch of a crashed attempt is simply moved
+    assert ws.commit_files(2, base, {"train.py": "# again\n"}, "exp-2") != fast
+    assert git("fsck", "--no-progress", cwd=ws.repo_dir) == ""
+
+
+def test_an_executable_keeps_its_mode_and_a_link_is_edited_in_a_worktree(ws):
+    base = ws.baseline_commit()
+    tree = ws.worktree(2, base)
+    (tree / "run.sh").write_text("#!/bin/sh\necho A=1\n")
+    (tree / "run.sh").chmod(0o755)
+    (tree / "link.py").symlink_to("train.py")
+    commit = ws.commit(tree, "exp-2")
+    ws.remove_worktree(2)
+    after = ws.commit_files(3, commit, {"run.sh": "#!/bin/sh\necho A=2\n"}, "exp-3")
+    assert git("ls-tree", after, "run.sh", cwd=ws.repo_dir).startswith("100755 ")
+    assert ws.read_files(commit, ["train.py", "link.py"]) is None  # a link: not read as a file
+    assert ws.read_files(commit, ["train.py"]) is not None
+
+
+def test_small_packs_are_merged_and_every_commit_stays(ws, monkeypatch):
+    import hive.workspace as workspace
+
+    monkeypatch.setattr(workspace, "MAX_PACKS", 4)
+    base = ws.baseline_commit()
+    commits = [ws.commit_files(n, base, {"train.py": f"# {n}\n"}, f"exp-{n}") for n in range(2, 14)]
+    packs = list((ws.repo_dir / ".git" / "objects" / "pack").glob("*.pack"))
+    assert 1 <= len(packs) <= 5
+    assert [ws.read_files(c, ["train.py"]) for c in commits] == [{"train.py": f"# {n}\n"} for n in range(2, 14)]
+    assert git("fsck", "--no-progress", cwd=ws.repo_dir) == ""

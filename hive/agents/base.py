@@ -123,7 +123,10 @@ class Coder(Protocol):
     """Turns a proposal into file edits in a worktree (the graph commits and checks paths)."""
 
     name: str
-    # a coder may say `reads_view = False` (the knob coder): it is then given None, and no view is built for it
+    # a coder may say `reads_view = False` (the knob coder): it is then given None, and no view is built for it.
+    # A coder that only rewrites files it can name may also offer `paths() -> list[str]` and
+    # `edit(proposal, files) -> (summary, writes)` (files: each path's text at the parent, None where absent;
+    # writes: path -> new text): the graph then commits its writes without checking out a worktree.
 
     def code(self, proposal: Proposal, tree: Path, view: CampaignView | None, number: int) -> str: ...
 

@@ -37,23 +37,27 @@ def combination(store: Store, campaign_id: int, best: Experiment | None) -> Prop
     """A proposal combining the best with a win on other knobs it lacks, or None (nothing new to combine)."""
     if best is None or not best.proposal.get("knobs"):
         return None
-    recent = store.experiments(campaign_id, limit=RECENT, newest_first=True)
-    tried = {tuple(e.proposal.get("combines") or ()) for e in recent}
-    configurations = [e.proposal.get("knobs") for e in recent if e.number != 1]
     marked = {lesson.experiment_number for lesson in store.lessons(campaign_id, RECENT, source=COMBINE_SOURCE)}
+    wins = [w for w in store.wins(campaign_id, marked, RECENT) if w.number != best.number]
+    if not wins:  # the common case: nothing to combine, and the newest experiments need not be read
+        return None
     lineage = _ancestors(store, campaign_id, best)
-    for win in recent:
-        if win.number == best.number or not (win.verdict == "keep" or win.number in marked):
-            continue
+    tried: set[tuple] | None = None  # read once a win passes the cheaper tests
+    configurations: list = []
+    for win in wins:
         parent = store.experiment(campaign_id, win.parent_number) if win.parent_number else None
-        if parent is None or parent.number not in lineage or (best.number, win.number) in tried:
+        if parent is None or parent.number not in lineage:
             continue
         ours = changes(win.proposal.get("knobs", {}), parent.proposal.get("knobs", {}))
         theirs = changes(best.proposal.get("knobs", {}), parent.proposal.get("knobs", {}))
         if not ours or set(ours) & set(theirs) or not changes(ours, best.proposal.get("knobs", {})):
             continue  # nothing to add, or both moved the same knob: not independent
-        if {**best.proposal["knobs"], **ours} in configurations:
-            continue  # already run (or in flight) as an experiment of its own
+        if tried is None:
+            recent = store.experiments(campaign_id, limit=RECENT, newest_first=True)
+            tried = {tuple(e.proposal.get("combines") or ()) for e in recent}
+            configurations = [e.proposal.get("knobs") for e in recent if e.number != 1]
+        if (best.number, win.number) in tried or {**best.proposal["knobs"], **ours} in configurations:
+            continue  # tried, or already run (or in flight) as an experiment of its own
         shown = ", ".join(f"{k}={format_value(v)}" for k, v in ours.items())
         return Proposal(hypothesis=f"combine exp-{best.number} with exp-{win.number} ({shown})",
                         rationale=f"exp-{win.number} beat its parent exp-{parent.number} by changing {shown}; "

@@ -387,7 +387,8 @@ class SearchProposer:
         if proposal.trial is None:
             return
         with self._lock:
-            trial = self.study.trials[proposal.trial] if proposal.trial < len(self.study.trials) else None
+            trials = self.study.get_trials(deepcopy=False)  # read only: no copy of every trial
+            trial = trials[proposal.trial] if proposal.trial < len(trials) else None
             if trial is None or trial.state != TrialState.RUNNING:
                 return  # told already (resumed after a crash)
             # a Trial handle for a trial asked by an earlier process (the study is in SQLite); TPE prefers

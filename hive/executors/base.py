@@ -63,6 +63,9 @@ class Executor(Protocol):
     """Runs a command somewhere and waits for it; `cancel` set by another thread stops it early."""
 
     name: str
+    # True when a run can reach nothing but its own folder (the campaign repo is not even visible to it), so
+    # nothing needs checking for writes into the repo after it
+    confines: bool
 
     def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult: ...
 

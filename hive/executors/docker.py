@@ -47,6 +47,7 @@ class DockerExecutor:
     """
 
     name = "docker"
+    confines = True  # a container sees only the folders mounted into it
 
     def __init__(self, config, campaign: str = "", client=None):  # noqa: ANN001  (playbook.DockerExecutor, DockerClient)
         self.config = config

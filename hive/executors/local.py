@@ -42,6 +42,10 @@ class LocalExecutor:
         self.sandbox = sandbox if isinstance(sandbox, Sandbox) else Sandbox(sandbox)
         hide_own_environment()
 
+    @property
+    def confines(self) -> bool:
+        return self.sandbox.enforced
+
     def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult:
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(request.env)

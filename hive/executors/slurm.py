@@ -63,6 +63,7 @@ class SlurmExecutor:
     """
 
     name = "slurm"
+    confines = False  # a job on a node may see the shared filesystem
 
     def __init__(self, config, campaign: str = "", gpus: float = 0):  # noqa: ANN001  (playbook.SlurmExecutor)
         problem = slurm_available()

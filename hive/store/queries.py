@@ -42,12 +42,7 @@ class Store:
             obj = s.get(model, row_id)
             if obj is None:
                 raise KeyError(f"{model.__name__} {row_id} not found")
-            for key, value in fields.items():
-                setattr(obj, key, value)
-            s.add(obj)
-            s.commit()
-            s.refresh(obj)
-            return obj
+            return _saved(s, obj, fields)
 
     # -- campaigns ---------------------------------------------------------
     def campaign(self, name: str) -> Campaign | None:
@@ -106,6 +101,16 @@ class Store:
                 q = q.limit(limit)
             return s.exec(q).all()
 
+    def update_experiment(self, campaign_id: int, number: int, **fields: Any) -> Experiment:
+        """Set fields of experiment `number` in one transaction (`update` needs its id first: one query more)."""
+        _columns_only(Experiment, fields)
+        with self.session() as s:
+            obj = s.exec(select(Experiment).where(Experiment.campaign_id == campaign_id,
+                                                  Experiment.number == number)).first()
+            if obj is None:
+                raise KeyError(f"experiment {number} of campaign {campaign_id} not found")
+            return _saved(s, obj, fields)
+
     def delete_experiment(self, experiment_id: int) -> None:
         """Remove an experiment that never ran (its number may be given out again)."""
         with self.session() as s:
@@ -115,6 +120,15 @@ class Store:
             if exp is not None:
                 s.delete(exp)
             s.commit()
+
+    def wins(self, campaign_id: int, marked: Iterable[int], within: int) -> Sequence[Experiment]:
+        """Kept experiments and those numbered in `marked`, among the newest `within` numbers, newest first."""
+        with self.session() as s:
+            top = s.exec(select(func.max(Experiment.number)).where(Experiment.campaign_id == campaign_id)).one() or 0
+            q = (select(Experiment).where(Experiment.campaign_id == campaign_id, Experiment.number > top - within,
+                                          (Experiment.verdict == "keep") | col(Experiment.number).in_(list(marked)))
+                 .order_by(col(Experiment.number).desc()))
+            return s.exec(q).all()
 
     def count_experiments(self, campaign_id: int, kind: str | None = None) -> int:
         with self.session() as s:
@@ -325,4 +339,15 @@ def to_dict(obj: SQLModel) -> dict[str, Any]:
     return out
 
 
+def _saved(s: Session, obj: T, fields: dict[str, Any]) -> T:
+    """`obj` with `fields` set, committed in session `s` and read back."""
+    for key, value in fields.items():
+        setattr(obj, key, value)
+    s.add(obj)
+    s.commit()
+    s.refresh(obj)
+    return obj
+
+
 __all__ = ["IN_FLIGHT", "Store", "iso", "to_dict", "now"]
+
