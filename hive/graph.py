@@ -166,11 +166,14 @@ class ExperimentFlow:
     # -- nodes -----------------------------------------------------------------
     async def propose(self, state: ExperimentState) -> dict:
         number = state["number"]
-        view = campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb, self.ctx.workspace)
+        # a knob strategist reads experiments' knobs and verdicts only (`full_view = False`): a lighter view
+        view = campaign_view(self.ctx.store, self.ctx.campaign.id, self.pb, self.ctx.workspace,
+                             full=getattr(self.roles.proposer, "full_view", True))
         async with self._propose_lock:  # proposals see each other as in flight
             try:
                 # two independent wins are tried together before anything new
-                proposal = combination(self.ctx.store, self.ctx.campaign.id, self.ctx.store.best(self.ctx.campaign.id))
+                best = self.ctx.store.best(self.ctx.campaign.id)
+                proposal = combination(self.ctx.store, self.ctx.campaign.id, best)
                 if proposal is None:
                     proposal = await asyncio.to_thread(self.roles.proposer.propose, view, number)
             except (BudgetExhausted, ModelUnreachable):  # the campaign stops; this experiment is proposed anew
@@ -179,7 +182,7 @@ class ExperimentFlow:
                 none = Proposal(hypothesis="(no proposal)", rationale=str(exc))
                 self._update(number, hypothesis=none.hypothesis, proposal_json=json.dumps(none.to_dict()))
                 return {"proposal": none.to_dict(), "seeds": [], "verdict": _v(Verdict("no_proposal", str(exc)))}
-            parent = self.ctx.store.best(self.ctx.campaign.id)
+            parent = self.ctx.store.best(self.ctx.campaign.id)  # a keep may have moved it while the proposer thought
             if proposal.parent is not None:  # the parent named is built on, or the proposal refused: never swapped
                 parent = self.ctx.store.experiment(self.ctx.campaign.id, proposal.parent)
                 problem = (f"#{proposal.parent} does not exist" if parent is None else
@@ -207,19 +210,21 @@ class ExperimentFlow:
                 coded = await self._code_in_worktree(number, base, proposal, message)
         except EditRejected as exc:
             return {"verdict": _v(Verdict("edit_failed", str(exc)))}
-        summary, commit = coded
-        diff = ws.diff(base, commit)
-        self._update(number, commit=commit, parent_commit=base, diff=diff, status="running")
-        rejected = self._check(base, commit, summary)
+        summary, commit, changed = coded
+        diff = ws.diff(base, commit) if commit != base else ""
+        exp = self._update(number, commit=commit, parent_commit=base, diff=diff, status="running")
+        rejected = self._check(base, commit, summary, changed)
         if rejected is not None:
             return {"commit": commit, "verdict": _v(rejected)}
-        self.ctx.store.start_attempt(self._exp(number).id, 1, commit, summary)
+        self.ctx.store.start_attempt(exp.id, 1, commit, summary)
         self.ctx.feed("code", f"{summary} -> {commit[:10]}", number)
         return {"commit": commit}
 
-    def _code_without_checkout(self, number: int, base: str, proposal: Proposal, message: str) -> tuple[str, str] | None:
-        """(summary, commit) from a coder that only rewrites files it names (the knob coder): no worktree, ~30 ms
-        less per experiment. None when the coder cannot, or those files are not all plain text files at `base`."""
+    def _code_without_checkout(self, number: int, base: str, proposal: Proposal,
+                               message: str) -> tuple[str, str, list[str]] | None:
+        """(summary, commit, the paths it changed) from a coder that only rewrites files it names (the knob coder):
+        no worktree, ~30 ms less per experiment. None when the coder cannot, or those files are not all plain text
+        files at `base`."""
         edit, paths = getattr(self.roles.coder, "edit", None), getattr(self.roles.coder, "paths", None)
         if edit is None or paths is None:
             return None
@@ -227,10 +232,13 @@ class ExperimentFlow:
         if files is None:
             return None
         summary, writes = edit(proposal, files)
-        return summary, self.ctx.workspace.commit_files(number, base, writes, message)
+        changed = sorted(p for p, text in writes.items() if files.get(p) != text)
+        return summary, self.ctx.workspace.commit_files(number, base, writes, message), changed
 
-    async def _code_in_worktree(self, number: int, base: str, proposal: Proposal, message: str) -> tuple[str, str]:
-        """(summary, commit) from the coder editing a checkout of `base`; the checkout is removed after."""
+    async def _code_in_worktree(self, number: int, base: str, proposal: Proposal,
+                                message: str) -> tuple[str, str, None]:
+        """(summary, commit, None: git says what changed) from the coder editing a checkout of `base`; the checkout
+        is removed after."""
         ws = self.ctx.workspace
         tree = ws.worktree(number, base)
         # the knob coder writes values and reads nothing of the campaign: no view to build (~20 ms of queries)
@@ -238,13 +246,15 @@ class ExperimentFlow:
                 if getattr(self.roles.coder, "reads_view", True) else None)
         try:
             summary = await asyncio.to_thread(self.roles.coder.code, proposal, tree, view, number)
-            return summary, ws.commit(tree, message)
+            return summary, ws.commit(tree, message), None
         finally:
             ws.remove_worktree(number)
 
-    def _check(self, base: str, commit: str, summary: str) -> Verdict | None:
-        """The verdict on a commit that may not run (it changes files it may not, or nothing), else None."""
-        illegal = self.ctx.workspace.illegal_changes(base, commit, self.pb)
+    def _check(self, base: str, commit: str, summary: str, changed: list[str] | None = None) -> Verdict | None:
+        """The verdict on a commit that may not run (it changes files it may not, or nothing), else None.
+
+        `changed`: the paths the commit changes where they are known already (else git is asked)."""
+        illegal = self.ctx.workspace.illegal_changes(base, commit, self.pb, changed)
         if illegal:
             return Verdict("rejected", f"changed files it may not: {', '.join(illegal)}")
         if commit == base:
@@ -346,9 +356,8 @@ class ExperimentFlow:
                                         gpu_memory_mb=self.lease_gpu_memory_mb) as lease:
             if self.ctx.stop.is_set():
                 return
-            run = self.ctx.store.ensure_run(exp.id, seed)
-            self.ctx.store.update(Run, run.id, status="running", started_at=now(),
-                                  devices=",".join(map(str, lease.devices)))
+            run = self.ctx.store.ensure_run(exp.id, seed, status="running", started_at=now(),
+                                            devices=",".join(map(str, lease.devices)))
             where = f" on gpu {','.join(map(str, lease.devices))}" if lease.devices else ""
             self.ctx.feed("run", f"seed {seed} started{where}", exp.number)
             devices = lease.devices if self.real_devices else []

@@ -350,9 +350,11 @@ class Workspace:
         out = self._git("diff", "--name-only", "--no-renames", base, head)
         return [line for line in out.splitlines() if line]
 
-    def illegal_changes(self, base: str, head: str, playbook: Playbook) -> list[str]:
-        """Paths changed between two commits that are protected or not editable."""
-        return [p for p in self.changed_paths(base, head) if p != KNOBS_FILE
+    def illegal_changes(self, base: str, head: str, playbook: Playbook, changed: list[str] | None = None) -> list[str]:
+        """Paths changed between two commits (`changed`, where the caller knows them) that are protected or not
+        editable."""
+        paths = self.changed_paths(base, head) if changed is None else changed
+        return [p for p in paths if p != KNOBS_FILE
                 and (matches_any(p, playbook.protected) or not matches_any(p, playbook.editable))]
 
     def is_ancestor(self, older: str, newer: str) -> bool:

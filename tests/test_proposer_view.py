@@ -70,6 +70,21 @@ def test_the_best_change_from_the_baseline_and_an_outline_of_the_code(fifteen):
     assert ws.diff(best.parent_commit, best.commit).strip()[:1000] in own
 
 
+
+def test_a_knob_strategist_gets_the_same_experiments_without_what_only_a_prompt_reads(fifteen):
+    store, camp = find_campaign(fifteen, "quickstart")
+    pb, ws = load_playbook(QUICK), Workspace(fifteen / "quickstart", "quickstart")
+    full, light = (campaign_view(store, camp.id, pb, ws, full=flag) for flag in (True, False))
+    store.engine.dispose()
+    assert full.leaderboard and full.outline and full.lessons and full.recent[0].metrics
+    assert light.leaderboard == [] and light.outline == [] and light.lessons == [] and light.recent[0].metrics == {}
+    # what the knob search reads is the same
+    assert [(b.number, b.verdict, b.metric_mean, b.knobs) for b in light.recent] == \
+        [(b.number, b.verdict, b.metric_mean, b.knobs) for b in full.recent]
+    assert (light.best.number, light.best.knobs, light.since_best) == (full.best.number, full.best.knobs,
+                                                                       full.since_best)
+    assert light.baseline.metric_mean == full.baseline.metric_mean
+
 def test_headroom_is_a_reading_of_the_value_against_its_limit():
     constraints = ["artifact_bytes <= 1000000", "val_bpb < 2", "tokens >= 10"]
     assert headroom({"artifact_bytes": 959123.0, "val_bpb": 2.5}, constraints) == [

@@ -38,8 +38,12 @@ def brief(exp: Experiment, with_diff: bool = False, runs: Sequence[Run] = (), co
 
 
 def campaign_view(store: Store, campaign_id: int, playbook: Playbook, workspace: Workspace | None = None,
-                  recent: int = 12) -> CampaignView:
-    """Rules, leaderboard, the newest experiments (newest first) with their metrics, the best's change and an outline."""
+                  recent: int = 12, full: bool = True) -> CampaignView:
+    """Rules, leaderboard, the newest experiments (newest first) with their metrics, the best's change and an outline.
+
+    With `full=False` (a knob strategist's view: experiments, their knobs and verdicts), no leaderboard, lessons,
+    outline, per-seed metrics or crash tails are read.
+    """
     obj = playbook.objective
     # only what the prompt shows is read, so this stays fast with 100,000 experiments in the store
     first = store.experiment(campaign_id, 1)
@@ -48,24 +52,24 @@ def campaign_view(store: Store, campaign_id: int, playbook: Playbook, workspace:
     finished = list(store.experiments(campaign_id, statuses=["done"], limit=recent, newest_first=True))
     in_flight = store.experiments(campaign_id, statuses=IN_FLIGHT)
     shown = {e.id: e for e in [*finished, *(x for x in (best, baseline) if x)]}
-    runs = store.runs_for(list(shown))
-    full = {e.id: brief(e, True, runs[e.id], obj.constraints) for e in shown.values()}
-    best_brief = full[best.id] if best else None
-    if best_brief is not None and workspace is not None and baseline is not None and best.commit:
+    runs = store.runs_for(list(shown)) if full else {}
+    briefs = {e.id: brief(e, True, runs.get(e.id, ()), obj.constraints) for e in shown.values()}
+    best_brief = briefs[best.id] if best else None
+    if full and best_brief is not None and workspace is not None and baseline is not None and best.commit:
         # a copy: the best in the recent list keeps its own diff (from its parent)
         best_brief = replace(best_brief, diff=_best_diff(workspace, baseline.commit, best.commit))
     return CampaignView(
         name=playbook.name, metric=obj.metric, direction=obj.direction, constraints=list(obj.constraints),
         rules=playbook.rules, knobs=[k.model_dump(mode="json") for k in playbook.knobs],
         editable=list(playbook.editable), protected=list(playbook.protected),
-        baseline=full[baseline.id] if baseline else None, best=best_brief,
-        leaderboard=[brief(e) for e in store.leaderboard(campaign_id, obj.direction, 10)],
-        recent=[full[e.id] for e in finished],
+        baseline=briefs[baseline.id] if baseline else None, best=best_brief,
+        leaderboard=[brief(e) for e in store.leaderboard(campaign_id, obj.direction, 10)] if full else [],
+        recent=[briefs[e.id] for e in finished],
         in_flight=[brief(e) for e in in_flight if e.kind != "baseline"],
-        lessons=_lessons(store, campaign_id),
+        lessons=_lessons(store, campaign_id) if full else [],
         since_best=store.count_finished_since(campaign_id, best.finished_at if best else None),
         outline=(list(_outline_at(workspace, best.commit, tuple(playbook.editable), tuple(playbook.protected)))
-                 if workspace is not None and best and best.commit else []),
+                 if full and workspace is not None and best and best.commit else []),
     )
 
 

@@ -166,6 +166,8 @@ class SearchProposer:
     (perturb one knob of the best configuration, autoresearch's one-change-at-a-time climb).
     """
 
+    full_view = False  # it reads experiments' knobs, verdicts and means: no leaderboard, lessons or outline
+
     def __init__(self, playbook: Playbook, journal: Path, study_name: str, strategy: str = "optuna",
                  seed: int | None = None, baseline: dict[str, Any] | None = None, search: str = "local"):
         self.name = strategy

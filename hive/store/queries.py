@@ -194,12 +194,14 @@ class Store:
             return None
 
     # -- runs --------------------------------------------------------------
-    def ensure_run(self, experiment_id: int, seed: int) -> Run:
+    def ensure_run(self, experiment_id: int, seed: int, **fields: Any) -> Run:
+        """The run of this seed, made if new, with `fields` set (one transaction)."""
+        _columns_only(Run, fields)
         with self.session() as s:
             run = s.exec(select(Run).where(Run.experiment_id == experiment_id, Run.seed == seed)).first()
-            if run is not None:
+            if run is not None and not fields:
                 return run
-        return self.add(Run(experiment_id=experiment_id, seed=seed))
+            return _saved(s, run or Run(experiment_id=experiment_id, seed=seed), fields)
 
     def runs(self, experiment_id: int) -> Sequence[Run]:
         with self.session() as s:
