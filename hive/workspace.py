@@ -260,8 +260,10 @@ class Workspace:
         """The text of each path at `commit` (None where absent), in two git calls and without a checkout.
 
         None when any of them is not a regular file there (a link, a folder, a submodule) or not UTF-8 text:
-        such a tree is edited in a worktree instead.
+        such a tree is edited in a worktree instead, as is a path fast-import would need quoted.
         """
+        if any(p.startswith('"') or "\n" in p for p in paths):
+            return None
         entries = self._entries(commit, paths)
         if any(kind != "blob" or mode not in REGULAR_MODES for mode, kind, _ in entries.values()):
             return None

@@ -216,3 +216,22 @@ def test_ctrl_c_stops_cleanly_and_the_next_start_finishes_the_campaign(tmp_path)
     again = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert rows(db, "select count(*), min(status), max(status) from experiment") == [(6, "done", "done")]
+
+
+def test_knob_experiments_are_committed_on_their_branches_without_a_checkout(hive, tmp_path):
+    result = hive("start", QUICK, "--headless", "--max-experiments", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = tmp_path / "workspaces" / "quickstart"
+    repo = root / "repo"
+    # no worktree was ever added: git lists only the campaign repo's own checkout
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert not list(root.glob("trees/*"))
+    coded = rows(root / "hive.db", 'select number, "commit", parent_commit, diff from experiment '
+                                   'where number > 1 and "commit" != \'\' and "commit" != parent_commit')
+    assert coded, "no knob experiment made a commit"
+    for number, commit, parent, diff in coded:
+        assert git(repo, "rev-parse", f"hive/quickstart/exp-{number}").strip() == commit
+        assert git(repo, "rev-parse", f"{commit}^").strip() == parent
+        assert git(repo, "diff", "--name-only", parent, commit) == "train.py\n"
+        assert diff == git(repo, "diff", "--no-color", "--no-ext-diff", parent, commit)
+        assert git(repo, "log", "-1", "--format=%an", commit).strip() == "Hive"

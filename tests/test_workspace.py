@@ -191,6 +191,7 @@ def test_an_executable_keeps_its_mode_and_a_link_is_edited_in_a_worktree(ws):
     assert git("ls-tree", after, "run.sh", cwd=ws.repo_dir).startswith("100755 ")
     assert ws.read_files(commit, ["train.py", "link.py"]) is None  # a link: not read as a file
     assert ws.read_files(commit, ["train.py"]) is not None
+    assert ws.read_files(commit, ['"quoted.py']) is None  # fast-import would need the path quoted: a worktree edits it
 
 
 def test_small_packs_are_merged_and_every_commit_stays(ws, monkeypatch):
