@@ -138,7 +138,9 @@ def test_a_named_parent_is_built_on_or_refused_never_swapped_for_the_best(fiftee
     try:
         store, cid = ctx.store, ctx.campaign.id
         best = store.best(cid)
-        discard = next(e for e in store.experiments(cid) if e.verdict == "discard" and e.commit != best.commit)
+        # one that does not hold STEPS = 33 already (the proposer's change would then be empty)
+        discard = next(e for e in store.experiments(cid) if e.verdict == "discard" and e.commit != best.commit
+                       and "STEPS = 33\n" not in ctx.workspace.file_at(e.commit, "train.py"))
         flow = ExperimentFlow(ctx, Roles(NamedParent(discard.number), KnobCoder(pb), Critic(pb.objective)),
                               make_scheduler(pb.scheduler, pb.run.resources))
         exp = store.new_experiment(cid, kind="candidate", status="proposed")
