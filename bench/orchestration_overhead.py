@@ -1,6 +1,6 @@
 """Orchestration overhead per experiment: everything but the training command and LLM latency.
 
-Runs a real campaign (Optuna proposer, worktree, AST knob rewrite, commit, lease, local executor, parse,
+Runs a real campaign (Optuna proposer, AST knob rewrite committed without a checkout, lease, local executor, parse,
 critic, record, checkpoint) of N experiments whose command is a no-op that prints a metric, one slot, no
 lookahead, one seed each, so experiments run strictly one after another. Overhead = experiment wall time
 (proposed -> recorded) minus the run's own wall time.
