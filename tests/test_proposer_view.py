@@ -140,7 +140,7 @@ def test_a_named_parent_is_built_on_or_refused_never_swapped_for_the_best(fiftee
         best = store.best(cid)
         # one that does not hold STEPS = 33 already (the proposer's change would then be empty)
         discard = next(e for e in store.experiments(cid) if e.verdict == "discard" and e.commit != best.commit
-                       and "STEPS = 33\n" not in ctx.workspace.file_at(e.commit, "train.py"))
+                       and not re.search(r"^STEPS = 33\b", ctx.workspace.file_at(e.commit, "train.py"), re.M))
         flow = ExperimentFlow(ctx, Roles(NamedParent(discard.number), KnobCoder(pb), Critic(pb.objective)),
                               make_scheduler(pb.scheduler, pb.run.resources))
         exp = store.new_experiment(cid, kind="candidate", status="proposed")

@@ -136,9 +136,9 @@ def test_readers_never_see_lock_errors_while_a_campaign_writes(tmp_path):
     env = {**os.environ, "HIVE_HOME": str(tmp_path / "workspaces")}
     env.pop("HIVE_DB_URL", None)
     writer = subprocess.Popen([sys.executable, "-m", "hive", "start", str(PLAYBOOKS / "quickstart.yaml"),
-                               "--headless", "--max-experiments", "10"], env=env, cwd=tmp_path,
+                               "--headless", "--max-experiments", "30"], env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    reads, failures = 0, []
+    reads, failures = 0, []  # 30 experiments: long enough for several reads even when each `hive status` is slow
     deadline = time.monotonic() + 120
     while writer.poll() is None and time.monotonic() < deadline:
         if (tmp_path / "workspaces" / "quickstart" / "hive.db").exists():
