@@ -24,7 +24,7 @@ class KnobCoder:
 
     def paths(self) -> list[str]:
         """The files it reads and may write: those its file knobs are bound to, and the knob file."""
-        return sorted({k.bind.file for k in self.playbook.knobs if isinstance(k.bind, FileBinding)} | {KNOBS_FILE})
+        return knob_paths(self.playbook)
 
     def edit(self, proposal: Proposal, files: dict[str, str | None]) -> tuple[str, dict[str, str]]:
         """The proposal applied to `files` (each of `paths()` -> its text, None where absent).
@@ -80,8 +80,12 @@ def tree_files(tree: Path, paths: list[str]) -> dict[str, str | None]:
 
 def current_values(playbook: Playbook, tree: Path) -> dict[str, Any]:
     """The knob values a tree holds: literals of file-bound knobs, and the flag/env knobs its knob file records."""
-    paths = {k.bind.file for k in playbook.knobs if isinstance(k.bind, FileBinding)} | {KNOBS_FILE}
-    return knob_values(playbook, tree_files(tree, sorted(paths)))
+    return knob_values(playbook, tree_files(tree, knob_paths(playbook)))
+
+
+def knob_paths(playbook: Playbook) -> list[str]:
+    """The files that hold a playbook's knob values: those its file knobs are bound to, and the knob file."""
+    return sorted({k.bind.file for k in playbook.knobs if isinstance(k.bind, FileBinding)} | {KNOBS_FILE})
 
 
 def knob_values(playbook: Playbook, files: dict[str, str | None]) -> dict[str, Any]:
