@@ -98,11 +98,12 @@ def main() -> None:
     done = threading.Event()
     sampler = threading.Thread(target=sample_load, args=(samples, done), daemon=True)
     sampler.start()
-    wall = None
+    wall, recorded = None, {}
     earlier = ROOT / "bench" / "results" / "main_campaign.json"
     if args.recheck_only and earlier.is_file():  # the campaign's own figures stay, from its run
         recorded = json.loads(earlier.read_text())
-        wall = recorded.get("campaign_wall_seconds") if recorded.get("home") == str(home) else None
+        recorded = recorded if recorded.get("home") == str(home) else {}
+        wall = recorded.get("campaign_wall_seconds")
     if not args.recheck_only:
         print(f"campaign in {home} (feed: {home / 'campaign.log'})", flush=True)
         wall = run_campaign(home, home / "campaign.log")
@@ -134,6 +135,8 @@ def main() -> None:
                                                                      pb.objective.min_delta)),
     }
     loads = [s[1] for s in samples]
+    load = {"min": min(loads), "mean": statistics.fmean(loads), "max": max(loads)} if loads else None
+    fresh["load_average_1min"] = load
     kept = [e for e in store.experiments(cid) if e.verdict == "keep"]
     result = {
         "command": f"hive start {PLAYBOOK.relative_to(ROOT)} --headless", "home": str(home),
@@ -143,8 +146,9 @@ def main() -> None:
                   "p_value": e.p_value, "n_seeds": e.n_seeds} for e in kept],
         "baseline_reported": baseline.metric_mean, "best_number": best.number, "best_reported": best.metric_mean,
         "fresh": fresh,
-        "load_average_1min": {"min": min(loads), "mean": statistics.fmean(loads), "max": max(loads)} if loads else None,
-        "load_samples": samples,
+        # the campaign's load: sampled here, or kept from its run when this only re-ran the fresh seeds
+        "load_average_1min": recorded.get("load_average_1min") if args.recheck_only else load,
+        "load_samples": recorded.get("load_samples") if args.recheck_only else samples,
     }
     print(f"\n{status['experiments']} experiments, verdicts {status['verdicts']}, wall {wall or 0:.0f} s, load "
           f"{result['load_average_1min']}")
