@@ -212,7 +212,7 @@ class ExperimentFlow:
             return {"verdict": _v(Verdict("edit_failed", str(exc)))}
         summary, commit, changed = coded
         diff = ws.diff(base, commit) if commit != base else ""
-        exp = self._update(number, commit=commit, parent_commit=base, diff=diff, status="running")
+        exp = self._update(number, commit=commit, parent_commit=base, diff=diff, status="running", started_at=now())
         rejected = self._check(base, commit, summary, changed)
         if rejected is not None:
             return {"commit": commit, "verdict": _v(rejected)}
@@ -268,7 +268,9 @@ class ExperimentFlow:
         if verdict.get("verdict") == "more_seeds":
             have = len(seeds)
             seeds = self.pb.run.seeds[:have + verdict["seeds_wanted"]]
-        exp = self._update(number, status="running", started_at=self._exp(number).started_at or now())
+        exp = self._exp(number)
+        if exp.status != "running" or exp.started_at is None:  # the coder set "running" without a start time
+            exp = self._update(number, status="running", started_at=exp.started_at or now())
         runs = self.ctx.store.runs(exp.id)
         repairable = self._repairable(exp)
         if repairable and self.pb.run.smoke and not runs:  # a new attempt: the smoke run first, cheap
@@ -404,7 +406,7 @@ class ExperimentFlow:
         if self.ctx.stop.is_set():
             raise Stopped(f"exp-{number} stopped while its reference ran")
         verdict = self.roles.critic.judge(seeds, self._reference(best), best.number if best else None,
-                                          self._pooled_noise(exp))
+                                          self._pooled_noise(exp, seeds))
         verdict.reference = best.number if best else None
         if verdict.verdict == "discard" and best is not None and state.get("parent_number") not in (None, best.number):
             verdict = await self._against_parent(exp, state, seeds, verdict, best)
@@ -429,7 +431,8 @@ class ExperimentFlow:
         await self.reference_seeds(parent, state["seeds"])
         if self.ctx.stop.is_set():
             raise Stopped(f"exp-{exp.number} stopped while its parent ran")
-        again = self.roles.critic.judge(seeds, self._reference(parent), parent.number, self._pooled_noise(exp))
+        again = self.roles.critic.judge(seeds, self._reference(parent), parent.number,
+                                        self._pooled_noise(exp, seeds))
         if again.verdict == "more_seeds":
             return Verdict("more_seeds", f"behind exp-{best.number} ({verdict.reason}), but promising against its "
                                          f"parent exp-{parent.number}: {again.reason}", verdict.mean, verdict.std,
@@ -447,9 +450,10 @@ class ExperimentFlow:
             self.ctx.store.add(Lesson(campaign_id=cid, experiment_number=exp.number, source=COMBINE_SOURCE,
                                       text=f"exp-{exp.number} {what}: {exp.hypothesis[:120]}"))
 
-    def _pooled_noise(self, exp: Experiment) -> tuple[float, int] | None:
-        """The seed noise of paired differences pooled over recent finished experiments (each against its parent)."""
-        if self.roles.critic.test != "paired":
+    def _pooled_noise(self, exp: Experiment, seeds: list[SeedResult]) -> tuple[float, int] | None:
+        """The seed noise of paired differences pooled over recent finished experiments (each against its parent);
+        read only for a confirmation (the one-seed screen uses none, and most candidates end there)."""
+        if self.roles.critic.test != "paired" or len(seeds) < 2:
             return None
         store, cid, metric = self.ctx.store, self.ctx.campaign.id, self.pb.objective.metric
         done = [e for e in store.experiments(cid, statuses=["done"], limit=POOL_EXPERIMENTS, newest_first=True)
@@ -565,7 +569,7 @@ class ExperimentFlow:
             return v
         runs = {r.seed: r for r in self.ctx.store.runs(exp.id)}
         seeds = [SeedResult(s, r.status, r.metrics, r.error) for s, r in sorted(runs.items()) if r.status == "ok"]
-        again = self.roles.critic.judge(seeds, self._reference(best), best.number, self._pooled_noise(exp))
+        again = self.roles.critic.judge(seeds, self._reference(best), best.number, self._pooled_noise(exp, seeds))
         again.reference = best.number
         if again.verdict != "keep":
             again.verdict = "discard"

@@ -98,6 +98,7 @@ class Workspace:
         self._pack_lock = threading.Lock()  # one repack at a time
         self._cache_lock = threading.Lock()
         self._entry_cache: dict[str, dict[str, tuple[str, str, str] | None]] = {}  # commit -> path -> entry
+        self._texts: dict[str, str] = {}  # blob id -> its text (a blob never changes): the knob files read again
 
     # -- names -------------------------------------------------------------
     def branch(self, number: int) -> str:
@@ -268,7 +269,9 @@ class Workspace:
         if any(kind != "blob" or mode not in REGULAR_MODES for mode, kind, _ in entries.values()):
             return None
         texts: dict[str, str | None] = {p: None for p in paths}
-        order = [p for p in paths if p in entries]
+        known = {p: self._texts.get(entries[p][2]) for p in paths if p in entries}
+        texts.update({p: text for p, text in known.items() if text is not None})
+        order = [p for p, text in known.items() if text is None]
         if not order:
             return texts
         proc = run_campaign_git(self.repo_dir, "cat-file", "--batch", text=False,
@@ -285,6 +288,10 @@ class Workspace:
                 texts[path] = body.decode("utf-8")
             except UnicodeDecodeError:
                 return None
+        with self._cache_lock:
+            if len(self._texts) > 64:
+                self._texts.clear()
+            self._texts.update({entries[p][2]: texts[p] for p in order if len(texts[p]) < 1_000_000})
         return texts
 
     def commit_files(self, number: int, base: str, files: dict[str, str], message: str) -> str:

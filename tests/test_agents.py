@@ -19,6 +19,7 @@ from hive.knobs import read_value, rewrite_assignment, runtime_knobs
 from hive.playbook import Objective, Playbook
 from hive.runner import Runner
 from hive.workspace import Workspace
+from tests.conftest import ROOT
 
 
 def ok(seed: int, value: float, **extra) -> SeedResult:
@@ -253,6 +254,35 @@ def test_search_resumes_from_its_study_and_fails_orphan_trials(tmp_path):
     second.observe(again, Outcome(4, "discard", 0.5))
     second.observe(again, Outcome(4, "discard", 0.5))  # told twice after a crash: ignored
     assert second.study.trials[again.trial].value == 0.5
+
+
+def test_the_study_journal_lock_excludes_another_process_and_loses_no_write(tmp_path):
+    """The journal lock is an flock: while this process holds it, another process's write waits; writers in two
+    processes at once lose nothing and tear no line."""
+    import subprocess
+    import sys
+    import time
+
+    from hive.agents.search import FlockLock, study_storage
+
+    journal = tmp_path / "optuna.journal"
+    optuna.create_study(study_name="s", storage=study_storage(journal))
+    writer = (f"import sys, optuna; sys.path.insert(0, {str(ROOT)!r}); from hive.agents.search import study_storage\n"
+              f"study = optuna.load_study(study_name='s', storage=study_storage({str(journal)!r}))\n"
+              "for i in range(int(sys.argv[1])): study.add_trial(optuna.trial.create_trial(params={}, "
+              "distributions={}, value=float(i)))\nprint('done', flush=True)\n")
+    held = FlockLock(journal)
+    held.acquire()
+    blocked = subprocess.Popen([sys.executable, "-c", writer, "1"], stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # long enough for the child to start and reach its first write
+    assert blocked.poll() is None, "a write went ahead while another process held the journal lock"
+    held.release()
+    assert blocked.communicate(timeout=60)[0].strip() == "done"
+    both = [subprocess.Popen([sys.executable, "-c", writer, "150"]) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in both] == [0, 0]
+    study = optuna.load_study(study_name="s", storage=study_storage(journal))
+    assert len(study.trials) == 301
+    assert all(line.startswith(b"{") and line.endswith(b"}") for line in journal.read_bytes().splitlines())
 
 
 def test_greedy_moves_one_knob_from_the_best(tmp_path):

@@ -45,6 +45,39 @@ def test_campaign_experiments_runs_events(db_url):
     store.engine.dispose()
 
 
+def test_a_row_just_written_equals_the_row_read_back_and_lineage_walks_the_parents(db_url):
+    """Writes hand back their row without reading it again: it must be the row a later read gives (the id, UTC
+    datetimes), or a caller mixing the two would compare unlike times."""
+    from datetime import timedelta
+
+    from hive.store.models import now
+
+    store = Store(make_engine(db_url))
+    camp, _ = store.ensure_campaign("rows")
+    base = store.new_experiment(camp.id, kind="baseline", hypothesis="base")
+    assert store.best(camp.id) is None
+    written = store.update_experiment(camp.id, base.number, status="done", verdict="baseline", finished_at=now())
+    assert written == store.experiment(camp.id, base.number)
+    assert written.finished_at.utcoffset() == written.created_at.utcoffset() == timedelta(0)
+    assert store.best(camp.id).number == 1  # no keep yet: the baseline
+    a = store.new_experiment(camp.id, parent_number=1)
+    b = store.new_experiment(camp.id, parent_number=a.number)
+    c = store.new_experiment(camp.id, parent_number=1)
+    for exp in (a, b):
+        store.update(Experiment, exp.id, status="done", verdict="keep", finished_at=now())
+    assert store.best(camp.id).number == b.number  # the latest keep
+    assert store.lineage(camp.id, b.number) == {1, a.number, b.number}
+    assert store.lineage(camp.id, c.number) == {1, c.number}
+    event = store.event(camp.id, "note", "hello", b.number)
+    (read,) = store.events(camp.id)
+    assert event == read and event.ts.utcoffset() == timedelta(0)
+    attempt = store.start_attempt(b.id, 1, "abc", "first")
+    again = store.start_attempt(b.id, 1, "def", "recoded")  # the same attempt number: the old row goes
+    assert [x.commit for x in store.attempts(b.id)] == ["def"] and again == store.attempts(b.id)[0]
+    assert attempt.id is not None
+    store.engine.dispose()
+
+
 def test_concurrent_numbering_never_duplicates(db_url):
     engine = make_engine(db_url)
     store = Store(engine)

@@ -24,15 +24,6 @@ def changes(knobs: dict[str, Any], parent: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in knobs.items() if parent.get(k) != v}
 
 
-def _ancestors(store: Store, campaign_id: int, exp: Experiment) -> set[int]:
-    """The experiment's number and its parents', up to the baseline."""
-    seen: set[int] = set()
-    while exp is not None and exp.number not in seen:
-        seen.add(exp.number)
-        exp = store.experiment(campaign_id, exp.parent_number) if exp.parent_number else None
-    return seen
-
-
 def combination(store: Store, campaign_id: int, best: Experiment | None) -> Proposal | None:
     """A proposal combining the best with a win on other knobs it lacks, or None (nothing new to combine)."""
     if best is None or not best.proposal.get("knobs"):
@@ -41,10 +32,12 @@ def combination(store: Store, campaign_id: int, best: Experiment | None) -> Prop
     wins = [w for w in store.wins(campaign_id, marked, RECENT) if w.number != best.number]
     if not wins:  # the common case: nothing to combine, and the newest experiments need not be read
         return None
-    lineage = _ancestors(store, campaign_id, best)
+    lineage = store.lineage(campaign_id, best.number)
     tried: set[tuple] | None = None  # read once a win passes the cheaper tests
     configurations: list = []
     for win in wins:
+        if win.number in lineage:
+            continue  # an earlier keep the best grew from: the best holds its change already
         parent = store.experiment(campaign_id, win.parent_number) if win.parent_number else None
         if parent is None or parent.number not in lineage:
             continue

@@ -6,9 +6,10 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence, TypeVar
 
-from sqlalchemy import func
+from sqlalchemy import func, insert, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, SQLModel, col, select
 
 from hive.store.models import Attempt, Campaign, Event, Experiment, Lesson, LlmCall, PullRequest, Run, Transcript, now
@@ -31,10 +32,7 @@ class Store:
     # -- generic -----------------------------------------------------------
     def add(self, obj: T) -> T:
         with self.session() as s:
-            s.add(obj)
-            s.commit()
-            s.refresh(obj)
-            return obj
+            return _saved(s, obj, {})
 
     def update(self, model: type[T], row_id: int, **fields: Any) -> T:
         _columns_only(model, fields)
@@ -82,7 +80,7 @@ class Store:
                 except IntegrityError:
                     s.rollback()
                     continue
-                s.refresh(row)
+                _as_stored(row)
                 return row
         raise RuntimeError(f"could not allocate a {model.__name__} number after 20 tries")
 
@@ -183,15 +181,25 @@ class Store:
         return rows[:limit]
 
     def best(self, campaign_id: int) -> Experiment | None:
-        """The experiment the best branch points at: the latest keep, else the baseline."""
+        """The experiment the best branch points at: the latest keep, else the baseline (one query)."""
         with self.session() as s:
-            for verdict in ("keep", "baseline"):
-                q = (select(Experiment).where(Experiment.campaign_id == campaign_id, Experiment.verdict == verdict)
-                     .order_by(col(Experiment.finished_at).desc(), col(Experiment.number).desc()).limit(1))
-                row = s.exec(q).first()
-                if row is not None:
-                    return row
-            return None
+            q = (select(Experiment).where(Experiment.campaign_id == campaign_id,
+                                          col(Experiment.verdict).in_(("keep", "baseline")))
+                 .order_by((Experiment.verdict == "keep").desc(), col(Experiment.finished_at).desc(),
+                           col(Experiment.number).desc()).limit(1))
+            return s.exec(q).first()
+
+    def lineage(self, campaign_id: int, number: int) -> set[int]:
+        """The experiment's number and its parents', up to the baseline, in one recursive query."""
+        walk = text("""
+            WITH RECURSIVE up(n) AS (
+                SELECT CAST(:number AS INTEGER)
+                UNION
+                SELECT e.parent_number FROM experiment e JOIN up ON e.number = up.n
+                WHERE e.campaign_id = :campaign AND e.parent_number IS NOT NULL)
+            SELECT n FROM up""")
+        with self.engine.connect() as conn:
+            return {row[0] for row in conn.execute(walk, {"number": number, "campaign": campaign_id})}
 
     # -- runs --------------------------------------------------------------
     def ensure_run(self, experiment_id: int, seed: int, **fields: Any) -> Run:
@@ -225,7 +233,12 @@ class Store:
 
     # -- events, lessons, llm calls, pull requests -------------------------
     def event(self, campaign_id: int, kind: str, message: str, experiment_number: int | None = None) -> Event:
-        return self.add(Event(campaign_id=campaign_id, kind=kind, message=message, experiment_number=experiment_number))
+        """Append a feed line (a plain INSERT: the feed writes several per experiment, and none is read back)."""
+        row = Event(campaign_id=campaign_id, kind=kind, message=message, experiment_number=experiment_number)
+        with self.engine.begin() as conn:
+            result = conn.execute(insert(Event).values(row.model_dump(exclude={"id"})))
+        row.id = result.inserted_primary_key[0]
+        return _as_stored(row)
 
     def events(self, campaign_id: int, after_id: int = 0, limit: int = 200) -> Sequence[Event]:
         with self.session() as s:
@@ -279,8 +292,9 @@ class Store:
             for row in s.exec(select(Attempt).where(Attempt.experiment_id == experiment_id,
                                                     Attempt.attempt >= attempt)):
                 s.delete(row)
-            s.commit()
-        return self.add(Attempt(experiment_id=experiment_id, attempt=attempt, commit=commit, summary=summary[:2000]))
+            s.flush()  # the old rows go first: (experiment, attempt) is unique
+            return _saved(s, Attempt(experiment_id=experiment_id, attempt=attempt, commit=commit,
+                                     summary=summary[:2000]), {})
 
     def ensure_transcript(self, campaign_id: int, experiment_number: int, role: str, path: str) -> Transcript:
         """The row saying where a role's transcript of an experiment is (made on first use)."""
@@ -342,12 +356,22 @@ def to_dict(obj: SQLModel) -> dict[str, Any]:
 
 
 def _saved(s: Session, obj: T, fields: dict[str, Any]) -> T:
-    """`obj` with `fields` set, committed in session `s` and read back."""
+    """`obj` with `fields` set, committed in session `s`, as a read would give it back (no second query: every
+    default is computed in Python, and the id is known once the row is written)."""
     for key, value in fields.items():
         setattr(obj, key, value)
     s.add(obj)
     s.commit()
-    s.refresh(obj)
+    return _as_stored(obj)
+
+
+def _as_stored(obj: T) -> T:
+    """Datetimes as the store hands them back (UTCDateTime columns: aware, in UTC), so a row just written and one
+    read later compare alike."""
+    for key in type(obj).model_fields:
+        value = getattr(obj, key, None)
+        if isinstance(value, datetime) and value.tzinfo is not None and value.tzinfo is not timezone.utc:
+            set_committed_value(obj, key, value.astimezone(timezone.utc))
     return obj
 
 
