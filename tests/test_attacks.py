@@ -36,7 +36,7 @@ def attack_commit(ws: Workspace, number: int, code: str) -> str:
 def test_a_hook_a_run_plants_in_the_campaign_repo_never_runs(quick, sandbox_mode, tmp_path):
     pb, ws = quick
     ran = tmp_path / "hook-ran"
-    hook = f"#!/bin/sh\\necho \"$@\" >> {ran}\\n"
+    hook = f"#!/bin/sh\necho \"$@\" >> {ran}\n"
     hooks = ws.repo_dir / ".git" / "hooks"
     # every hook Hive's git could fire, and a repo config pointing hooks and a monitor at the run's own scripts
     code = ("import os, stat\n"
@@ -63,6 +63,16 @@ def test_a_hook_a_run_plants_in_the_campaign_repo_never_runs(quick, sandbox_mode
     ws.advance_best(new, "keep exp-3")
     ws.remove_worktree(3)
     assert not ran.exists(), f"a planted hook ran: {ran.read_text()}"
+    # the control: the same hook does run under plain git (in the campaign repo where the run planted it)
+    control = ws.repo_dir
+    if sandbox_mode == "bwrap":  # nothing was planted there: plant it in a scratch repo
+        control = tmp_path / "control"
+        subprocess.run(["git", "init", "-q", str(control)], check=True)
+        (control / ".git" / "hooks" / "post-commit").write_text(hook)
+        (control / ".git" / "hooks" / "post-commit").chmod(0o755)
+    subprocess.run(["git", "-C", str(control), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "control"], capture_output=True)
+    assert ran.exists(), "the planted hook would not run under plain git: the test proves nothing"
 
 
 FORGE_BASELINE = '''
@@ -156,7 +166,8 @@ def test_links_a_run_puts_where_its_logs_are_are_never_followed(quick, sandbox_m
             "try:\n"
             f"    os.symlink({str(victim)!r}, '{logs}/new'); os.replace('{logs}/new', '{logs}/seed-1.log')\n"
             f"    os.symlink({str(victim)!r}, '{logs}/seed-1.score.log')\n"
-            f"    os.symlink({str(victim)!r}, '{logs}/seed-1.log.pid.x')\n"
+            # Hive's pid file of this run (written as the run starts, removed as it ends)
+            f"    os.symlink({str(victim)!r}, '{logs}/pid'); os.replace('{logs}/pid', '{logs}/seed-1.log.pid')\n"
             "    print('linked')\n"
             "except OSError as exc:\n"
             "    print('refused:', exc)\n"
@@ -164,6 +175,7 @@ def test_links_a_run_puts_where_its_logs_are_are_never_followed(quick, sandbox_m
     outcome = Runner(pb, ws, LocalExecutor(sandbox=sandbox_mode)).run_seed(2, 1, attack_commit(ws, 2, code))
     assert victim.read_text() == "the user's file\n", "Hive wrote through a link"
     assert "sk-secret" not in str(outcome.metrics) and "token" not in outcome.metrics
+    assert not os.path.lexists(ws.logs / "exp-2" / "seed-1.log.pid")
     if sandbox_mode == "bwrap":  # the logs are not there; the link in its own folder is not followed
         assert outcome.status == "ok" and "refused:" in outcome.log_path.read_text()
     else:
@@ -222,6 +234,7 @@ def open_tmp():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="becomes an ordinary user (uid 65534) to show what one can read: needs root")
 def test_no_key_hive_was_started_with_is_readable_by_a_run(sandbox_mode, open_tmp):
     tmp_path = open_tmp
     folder = tmp_path / "c"

@@ -12,7 +12,7 @@ import pytest
 
 from hive.executors import RunRequest, make_executor, scrubbed_environment
 from hive.playbook import SlurmExecutor as SlurmConfig
-from tests.conftest import PLAYBOOKS
+from tests.conftest import PLAYBOOKS, wait_still
 
 
 def _cluster_problem() -> str | None:
@@ -94,6 +94,41 @@ def test_reap_slurm_jobs_cancels_leftovers(tmp_path):
     assert reap_slurm_jobs(tmp_path / "logs") == 1
     assert _queued(name) == []
     assert not (tmp_path / "logs" / "exp-3" / "seed-1.log.slurm").exists()
+
+
+@pytest.mark.parametrize("mode", ["auto", "none"])
+def test_a_job_runs_in_the_sandbox_where_the_node_has_bwrap(tmp_path, mode):
+    """The attack a local run is refused, made as a Slurm job: read the campaign's store, write a user's file, leave
+    a setsid daemon behind. Under the sandbox (auto, on this node) each fails; with none each succeeds (the
+    control that shows the test can fail)."""
+    from hive.sandbox import probe
+
+    if mode == "auto" and probe() is not None:
+        pytest.skip(f"bwrap cannot run on this node: {probe()}")
+    campaign = tmp_path / "campaign"
+    campaign.mkdir()
+    (campaign / "hive.db").write_text("the store")
+    victim = tmp_path / "user-file.txt"
+    victim.write_text("mine")
+    beat = tmp_path / "run" / "beat"
+    attack = (f"cat {campaign}/hive.db; echo x > {victim}; "
+              f"setsid sh -c 'while true; do echo . >> {beat}; sleep 0.1; done' > /dev/null 2>&1 & "
+              "sleep 0.5; ls /proc | grep -c '^[0-9]'; echo done")
+    request = _request(tmp_path, attack, label=f"test-slurm/sandbox-{mode}-{os.getpid()}")
+    request.hidden = [campaign]
+    executor = make_executor(SlurmConfig(kind="slurm", poll_seconds=0.2, sandbox=mode), campaign="test-slurm")
+    result = executor.run(request)
+    log = (tmp_path / "logs" / "seed-1.log").read_text()
+    assert result.exit_code == 0 and "done" in log, log
+    assert beat.exists(), f"the daemon never started: {log}"
+    if mode == "auto":
+        assert "NOT sandboxed" not in log and "the store" not in log and victim.read_text() == "mine"
+        assert wait_still(beat), "the setsid daemon outlived its job"
+        assert int(log.strip().splitlines()[-2]) <= 6, "the job saw processes other than its own"
+    else:
+        assert "the store" in log and victim.read_text() == "x\n"
+        assert not wait_still(beat, limit=1.5), "the control's daemon should still be beating"
+        subprocess.run(["pkill", "-f", f"echo . >> {beat}"], check=False)
 
 
 def test_sbatch_arguments(tmp_path):

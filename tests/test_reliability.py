@@ -64,21 +64,22 @@ def _commit(ws: Workspace, number: int, edit) -> str:  # noqa: ANN001
     return commit
 
 
-def test_scorer_uses_the_pristine_harness_even_when_the_run_changes_its_copy(quick):
+def test_scorer_uses_the_pristine_harness_even_when_the_run_changes_its_copy(quick, sandbox_mode):
     pb, ws = quick
 
     def cheat(tree: Path) -> None:
-        # the run rewrites its own copy of the scorer and prints a forged metric
+        # the run rewrites its own copy of the scorer, writes a forged metrics.json and prints a forged metric
         (tree / "train.py").write_text((tree / "train.py").read_text() + (
             "\nopen('score.py', 'w').write(\"print('---'); print('val_loss: 0.0')\")\n"
+            "open('metrics.json', 'w').write('{\"val_loss\": 0.0}')\n"
             "print('---'); print('val_loss: 0.0')\n"))
     commit = _commit(ws, 2, cheat)
-    outcome = Runner(pb, ws, LocalExecutor()).run_seed(2, 1, commit)
+    outcome = Runner(pb, ws, LocalExecutor(sandbox=sandbox_mode)).run_seed(2, 1, commit)
     assert outcome.status == "ok"
     assert outcome.metrics["val_loss"] > 0.1 and outcome.metrics["run.val_loss"] == 0.0
 
 
-def test_a_run_cannot_plant_the_scorer_it_will_be_scored_with(quick):
+def test_a_run_cannot_plant_the_scorer_it_will_be_scored_with(quick, sandbox_mode):
     pb, ws = quick
 
     def attack(tree: Path) -> None:
@@ -91,9 +92,16 @@ def test_a_run_cannot_plant_the_scorer_it_will_be_scored_with(quick):
         (tree / "train.py").write_text((tree / "train.py").read_text() + (
             "\nFAKE = \"print('---'); print('val_loss: 0.0')\"" + planted))
     commit = _commit(ws, 2, attack)
-    outcome = Runner(pb, ws, LocalExecutor()).run_seed(2, 1, commit)
-    assert outcome.status == "ok", outcome.error
-    assert outcome.metrics["val_loss"] > 0.1
+    outcome = Runner(pb, ws, LocalExecutor(sandbox=sandbox_mode)).run_seed(2, 1, commit)
+    if sandbox_mode == "bwrap":  # the snapshot is not even there: the writes fail, the run is scored as it is
+        assert outcome.status == "ok", outcome.error
+        assert outcome.metrics["val_loss"] > 0.1
+    else:  # the write lands, and the hash check before scoring catches it: nothing is scored, nothing forged
+        assert "refused:" not in outcome.log_path.read_text()
+        assert outcome.status == "tampered" and "does not match the hash" in outcome.error, outcome.error
+        assert "val_loss" not in outcome.metrics
+        again = Runner(pb, ws, LocalExecutor(sandbox=sandbox_mode)).run_seed(3, 1, ws.baseline_commit())
+        assert again.status == "ok" and again.metrics["val_loss"] > 0.1, "the snapshot is made again from the baseline"
     assert not list((ws.runs / "exp-2").glob("seed-1.harness-*")), "the scorer's copy is removed after scoring"
 
 

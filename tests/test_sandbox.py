@@ -78,16 +78,50 @@ def test_no_secret_of_the_starting_shell_is_readable(tmp_path, monkeypatch):
 
 
 @needs_bwrap
+def test_the_users_home_slash_home_and_slash_root_are_empty_inside(tmp_path):
+    """The real home folders, not a stand-in under /tmp: a file planted in each is not there for the run."""
+    planted = []
+    for folder in {Path.home(), Path("/root"), Path("/home")}:
+        marker = folder / f".hive-sandbox-probe-{os.getpid()}"
+        try:
+            marker.write_text("PRIVATE-9d41")
+        except OSError:
+            continue  # not ours to write (a non-root runner and /root): nothing to plant there
+        planted.append(marker)
+    if not planted:
+        pytest.skip("no home folder here is writable to plant a probe in")
+    try:
+        log, result = _run(tmp_path, "; ".join(f"cat {m} 2>&1; echo listing: $(ls -A {m.parent})" for m in planted)
+                           + "; echo end")
+    finally:
+        for marker in planted:
+            marker.unlink()
+    assert result.exit_code == 0 and "end" in log
+    assert "PRIVATE-9d41" not in log and log.count("No such file or directory") == len(planted), log
+    # empty but for the way to the interpreter Hive runs (a pyenv under /root, say), which stays readable
+    interpreter = Path(sys.base_prefix).resolve()
+    listings = [line.split(":", 1)[1].split() for line in log.splitlines() if line.startswith("listing:")]
+    for marker, seen in zip(planted, listings):
+        way = ([interpreter.relative_to(marker.parent.resolve()).parts[0]]
+               if interpreter.is_relative_to(marker.parent.resolve()) else [])
+        assert seen == way, f"{marker.parent} is not empty inside: {seen}"
+
+
+@needs_bwrap
 def test_nothing_outside_the_run_folder_changes_and_the_campaign_folder_is_not_there(tmp_path):
     root, run_dir = _campaign(tmp_path)
     outside = tmp_path / "user-file.txt"
     outside.write_text("mine")
+    other = root / "runs" / "exp-1" / "seed-1"  # another run's folder
+    other.mkdir(parents=True)
     attack = (f"echo forged > {root}/hive.db; ls {root}/hive.db; rm -f {outside}; echo x > {outside}; "
+              f"echo x > {other}/planted; "
               f"echo x > /etc/hive-was-here; mount -o remount,rw / ; echo x > {Path(sys.executable).parent}/evil; "
               "echo ok > own.txt; echo done")
     log, result = _run(tmp_path, attack)
     assert "done" in log
     assert (root / "hive.db").read_text() == "the store" and outside.read_text() == "mine"
+    assert not (other / "planted").exists(), "a run wrote into another run's folder"
     assert not Path("/etc/hive-was-here").exists() and not (Path(sys.executable).parent / "evil").exists()
     assert f"ls: cannot access '{root}/hive.db'" in log, "the store must not even be visible"
     assert (run_dir / "own.txt").read_text() == "ok\n"
@@ -144,6 +178,20 @@ def test_only_the_leased_gpus_device_nodes_are_visible(tmp_path):
     proc = subprocess.run(wrap(["sh", "-c", "ls /dev"], Policy(writable=(tmp_path,)), tmp_path),
                           capture_output=True, text=True)
     assert not [n for n in proc.stdout.split() if n.startswith("nvidia")]
+
+
+def test_a_leased_run_sees_only_its_gpus_in_cuda_visible_devices_in_either_mode(tmp_path, sandbox_mode):
+    """Mode none's only GPU limit is CUDA_VISIBLE_DEVICES naming the leased GPUs (NVML's numbering, so the
+    device order is set to the bus order NVML uses); under bwrap the variable is renumbered to what is visible."""
+    log, result = _run(tmp_path, "echo visible=$CUDA_VISIBLE_DEVICES order=$CUDA_DEVICE_ORDER", mode=sandbox_mode,
+                       devices=[1, 3])
+    assert result.exit_code == 0, log
+    if sandbox_mode == "none":
+        assert "visible=1,3 order=PCI_BUS_ID" in log
+    else:  # no NVML here: the two visible GPUs are CUDA's 0 and 1
+        assert "visible=0,1 order=PCI_BUS_ID" in log
+    log, result = _run(tmp_path, "echo visible=[$CUDA_VISIBLE_DEVICES]", mode=sandbox_mode)
+    assert "visible=[]" in log, "a CPU run is named no GPU"
 
 
 @needs_bwrap

@@ -204,3 +204,51 @@ def test_a_knob_that_changes_kind_on_resume_is_refused(campaign, capsys, tmp_pat
     write_tiny(tmp_path / "cat", PLAYBOOK.replace("type: float, low: 0, high: 1", "type: categorical, choices: [0.1, 0.5]"))
     assert start_here(tmp_path / "cat", capsys, "--max-experiments", "1").returncode == 0
     refused(start_here(tmp_path / "cat", capsys, "-c", "knobs.0.choices=[0.1,0.2]"), "with choices [0.1, 0.5]")
+
+
+DAEMON_TRAIN = '''import os, subprocess, sys, time
+X = 0.5
+FLAG, BEAT = {flag!r}, {beat!r}
+if os.path.exists(FLAG):  # the first start: leave a daemon that keeps the run's mark, then hang
+    subprocess.Popen([sys.executable, "-c", "import time\\nwhile True:\\n    open(%r, 'a').write('.')\\n"
+                      "    time.sleep(0.1)" % BEAT], start_new_session=True, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+    time.sleep(60)
+print('---')
+print(f"val_loss: {{(X - 0.3) ** 2 + int(os.environ['SEED']) * 1e-3}}")
+'''
+
+
+def test_a_daemon_a_killed_hive_left_behind_is_reaped_at_the_next_start(tmp_path):
+    """Mode none, for real: a run leaves a `start_new_session` daemon (it keeps the run's HIVE_RUN mark) and hangs;
+    Hive is killed with SIGKILL; the daemon lives on; the next `hive start` kills it before it resumes."""
+    from tests.conftest import wait_still
+
+    flag, beat = tmp_path / "hang", tmp_path / "beat"
+    flag.write_text("")
+    write_tiny(tmp_path, PLAYBOOK + "executor: {kind: local, sandbox: none}\n",
+               DAEMON_TRAIN.format(flag=str(flag), beat=str(beat)))
+    env = {**os.environ, "HIVE_HOME": str(tmp_path / "workspaces")}
+    env.pop("HIVE_DB_URL", None)
+    driver = subprocess.Popen([sys.executable, "-m", "hive", "start", "tiny.yaml", "--headless"], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not beat.exists():
+            assert time.monotonic() < deadline and driver.poll() is None, driver.stderr.read() if driver.poll() else ""
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGKILL)  # Hive, as a crash or `kill -9` ends it; its run is a group apart
+        driver.wait()
+        assert not wait_still(beat, limit=1.5), "the daemon should outlive the killed Hive"
+        flag.unlink()  # the resumed runs finish at once
+        again = run_hive("start", "tiny.yaml", "--headless", cwd=tmp_path, timeout=120)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert wait_still(beat), "the daemon the killed Hive left is still running after the next start"
+        # killed by the start itself, before anything ran again (the run of its seed would also have killed it)
+        assert "run(s) left running by a previous Hive process" in again.stderr, again.stderr[-2000:]
+        assert "finished" in again.stderr
+    finally:
+        subprocess.run(["pkill", "-f", f"open({str(beat)!r}"], check=False)
+        for pid_file in (tmp_path / "workspaces").rglob("*.log.pid"):
+            with contextlib.suppress(ValueError, OSError):
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)

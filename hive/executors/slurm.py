@@ -2,6 +2,12 @@
 
 Slurm places GPUs itself (`--gres=gpu:N`), so with this executor Hive's scheduler leases no local GPUs; it only
 bounds how many jobs a campaign keeps in the queue (`scheduler.slots`).
+
+The command runs in the same bubblewrap sandbox as a local run wherever the compute node can run bwrap
+(`executor.sandbox`, checked by the batch script on the node: auto falls back to no sandbox there with a line in
+the run's log, bwrap fails the job): its own folder writable, the campaign folder hidden, a private PID
+namespace, /proc, HOME and /tmp. The node's GPU device nodes are shown to it; Slurm's own device constraint
+(cgroups) decides which of them the job may open.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from hive.errors import HiveError
 from hive.executors.base import RunRequest, RunResult
 from hive.logs import append_log
+from hive.sandbox import Policy, wrap
 
 COMMAND_TIMEOUT = 60  # seconds an sbatch/squeue/scancel call may take before the controller counts as down
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING",
@@ -38,11 +45,31 @@ done
 {exports}
 printf 'started %s\\n' "$(date +%s.%N)" > {status}
 cd {cwd} || {{ printf 'exited 1 %s\\n' "$(date +%s.%N)" >> {status}; exit 1; }}
-/bin/sh -c {command} < /dev/null
+{run}
 code=$?
 printf 'exited %s %s\\n' "$code" "$(date +%s.%N)" >> {status}
 exit $code
 """
+
+
+# the command in the sandbox, on a node that can run bwrap (tried there: nodes differ); {bwrap_head} ends at the
+# flags after which device nodes are bound, {bwrap_tail} holds the mounts and the command
+SANDBOXED_RUN = """hive_bwrap=$(command -v bwrap 2>/dev/null)
+if [ -n "$hive_bwrap" ] && "$hive_bwrap" --unshare-pid --ro-bind / / --dev /dev --proc /proc /bin/true 2>/dev/null; then
+    set --
+    for node in /dev/nvidia* /dev/nvidia-caps/*; do
+        if [ -c "$node" ]; then set -- "$@" --dev-bind "$node" "$node"; fi
+    done
+    "$hive_bwrap" {bwrap_head} "$@" {bwrap_tail} < /dev/null
+else
+{fallback}
+fi"""
+FALLBACK = {
+    "auto": """    echo "[hive] runs are NOT sandboxed on node $(hostname): bwrap cannot run there (executor.sandbox: auto)"
+    /bin/sh -c {command} < /dev/null""",
+    "bwrap": """    echo "[hive] executor.sandbox: bwrap cannot run on node $(hostname) (use sandbox: auto or none)"
+    false""",
+}
 
 
 def slurm_available() -> str | None:
@@ -63,7 +90,7 @@ class SlurmExecutor:
     """
 
     name = "slurm"
-    confines = False  # a job on a node may see the shared filesystem
+    confines = False  # a node without bwrap runs the job unsandboxed (auto), so the repo is still checked after it
 
     def __init__(self, config, campaign: str = "", gpus: float = 0):  # noqa: ANN001  (playbook.SlurmExecutor)
         problem = slurm_available()
@@ -120,7 +147,21 @@ class SlurmExecutor:
                             if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k))
         return BATCH_SCRIPT.format(label=request.label.replace("\n", " "), keep="|".join(KEEP), exports=exports,
                                    status=shlex.quote(str(status)), cwd=shlex.quote(str(request.cwd)),
-                                   command=shlex.quote(request.command))
+                                   run=self._run_line(request))
+
+    def _run_line(self, request: RunRequest) -> str:
+        """The batch script's line that runs the command: in the sandbox where the node has bwrap (see above)."""
+        command = shlex.quote(request.command)
+        mode = self.config.sandbox
+        if mode == "none":
+            return f"/bin/sh -c {command} < /dev/null"
+        writable = (request.cwd,) if request.writable is None else tuple(request.writable)
+        policy = Policy(writable=writable, read_only=tuple(request.read_only.values()),
+                        hidden=tuple(request.hidden), network=request.network)
+        argv = wrap(["/bin/sh", "-c", request.command], policy, request.cwd)[1:]
+        cut = argv.index("/proc", argv.index("--proc")) + 1  # device nodes are bound right after /dev and /proc
+        return SANDBOXED_RUN.format(bwrap_head=shlex.join(argv[:cut]), bwrap_tail=shlex.join(argv[cut:]),
+                                    fallback=FALLBACK[mode].format(command=command))
 
     def _wait(self, job: str, request: RunRequest, status: Path, submitted: float,
               cancel: threading.Event | None) -> RunResult:
