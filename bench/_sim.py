@@ -53,16 +53,19 @@ class Judged:
     verdict: Verdict
     values: dict[int, float]
     reference_runs: int  # seeds the reference ran for this experiment
+    recheck_runs: int = 0  # runs of the side-by-side recheck of a keep (both sides, fresh seeds)
 
 
 def judge_sequentially(critic: Critic, seeds: list[int], draw: Callable[[int], float],
                        reference: dict[int, float], draw_reference: Callable[[int], float],
                        reference_number: int = 1, metric: str = "score",
-                       pool: list[list[float]] | None = None) -> Judged:
+                       pool: list[list[float]] | None = None, fresh: list[int] = ()) -> Judged:
     """Run seeds one at a time while the critic asks for more; `reference` gains the seeds it had to run.
 
     With `pool` (the campaign's earlier paired differences, one list per experiment), the critic pools its seed
     noise as the graph does (significance.pool_noise), and this experiment's differences are added to it after.
+    With `fresh` seeds (objective.recheck_seeds of them), a keep runs again beside the reference on them, as
+    the graph's side-by-side recheck does (Critic.recheck).
     """
     values: dict[int, float] = {}
     added = 0
@@ -77,6 +80,14 @@ def judge_sequentially(critic: Critic, seeds: list[int], draw: Callable[[int], f
         verdict = critic.judge(results, reference, reference_number, pooled if pooled and pooled[1] else None)
         if verdict.verdict != "more_seeds":
             break
+    rechecked = 0
+    if verdict.verdict == "keep" and fresh:
+        pooled = pool_noise(pool, POOL_MAX_DF) if pool else None
+        mine = [SeedResult(s, "ok", {metric: draw(s)}) for s in fresh]
+        theirs = {s: draw_reference(s) for s in fresh}
+        verdict = critic.recheck(verdict, mine, theirs, f"exp-{reference_number}",
+                                 pooled if pooled and pooled[1] else None)
+        rechecked = 2 * len(fresh)
     if pool is not None and len(values) >= 2:
         pool.append([values[s] - reference[s] for s in values if s in reference])
-    return Judged(verdict, values, added)
+    return Judged(verdict, values, added, rechecked)

@@ -36,6 +36,7 @@ from hive.agents.base import CampaignView, ExperimentBrief, Outcome  # noqa: E40
 from hive.agents.critic import Critic  # noqa: E402
 from hive.agents.search import SearchProposer, baseline_values  # noqa: E402
 from hive.errors import BudgetExhausted  # noqa: E402
+from hive.graph import recheck_seeds  # noqa: E402
 from hive.playbook import load_playbook  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,10 +134,11 @@ def campaign(policy: str, index: int, pb, baseline_knobs: dict, truth: Truth, no
             kept, mean, values = value < best_values[1], value, {1: value}
             gain = None  # the greedy proposer reads none
         else:
+            fresh = recheck_seeds(number, obj.recheck_seeds) if policy == "hive" else []
             judged = judge_sequentially(critic, SEEDS, lambda s: effects.value(true_value, s), best_values,
                                         lambda s: effects.value(best_truth, s), metric="val_bpb",
-                                        pool=pool if critic.test == "paired" else None)
-            spent += RUN_SECONDS * (len(judged.values) + judged.reference_runs)
+                                        pool=pool if critic.test == "paired" else None, fresh=fresh)
+            spent += RUN_SECONDS * (len(judged.values) + judged.reference_runs + judged.recheck_runs)
             kept, mean, values = judged.verdict.verdict == "keep", statistics.fmean(judged.values.values()), judged.values
             gain = judged.verdict.gain
         proposer.observe(proposal, Outcome(number, "keep" if kept else "discard", mean, gain=gain,

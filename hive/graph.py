@@ -33,6 +33,7 @@ from hive.store import Attempt, Experiment, Lesson, Run
 from hive.store.models import now
 
 
+RECHECK_SEEDS = 1_000_000  # fresh seeds of side-by-side rechecks start above any playbook's own
 POOL_EXPERIMENTS = 200  # recent finished experiments whose paired differences make the pooled seed noise
 FINISHED_RUNS = ("ok", "failed", "timeout", "pruned", "tampered")  # a seed in any of these is not run again
 
@@ -410,6 +411,8 @@ class ExperimentFlow:
         verdict.reference = best.number if best else None
         if verdict.verdict == "discard" and best is not None and state.get("parent_number") not in (None, best.number):
             verdict = await self._against_parent(exp, state, seeds, verdict, best)
+        if verdict.verdict == "keep" and self.pb.objective.recheck_seeds and best is not None:
+            verdict = await self._side_by_side(exp, state, verdict, best, seeds)
         if verdict.verdict == "keep" and self.roles.reviewer is not None:
             ok, why = await asyncio.to_thread(self.roles.reviewer.review, exp.diff, self.pb.rules, number)
             if not ok:
@@ -417,6 +420,25 @@ class ExperimentFlow:
         if verdict.verdict != "more_seeds":
             verdict.reason = repair_reason(list(self.ctx.store.attempts(exp.id)), verdict.verdict, verdict.reason)
         return {"verdict": _v(verdict)}
+
+    async def _side_by_side(self, exp: Experiment, state: ExperimentState, verdict: Verdict, best: Experiment,
+                            seeds: list[SeedResult]) -> Verdict:
+        """Run a keep again beside the best on `objective.recheck_seeds` fresh seeds, each pair at the same time
+        (two leases at once), and let the critic say whether it still wins there (Critic.recheck). A pair a kill
+        cut in half is completed alone on resume."""
+        fresh = recheck_seeds(exp.number, self.pb.objective.recheck_seeds)
+        self.ctx.feed("recheck", f"keep on seeds {','.join(str(s.seed) for s in seeds)}: running it again beside "
+                               f"exp-{best.number} on fresh seeds {','.join(map(str, fresh))}", exp.number)
+        for seed in fresh:
+            done = {r.seed for r in self.ctx.store.runs(exp.id) if r.status in FINISHED_RUNS}
+            await asyncio.gather(*([] if seed in done else [self.run_seed(exp, seed, state["commit"])]),
+                                 self.reference_seeds(best, [seed]))
+            if self.ctx.stop.is_set():
+                raise Stopped(f"exp-{exp.number} stopped while it ran beside exp-{best.number}")
+        runs = {r.seed: r for r in self.ctx.store.runs(exp.id)}
+        mine = [SeedResult(s, runs[s].status, runs[s].metrics, runs[s].error) for s in fresh if s in runs]
+        return self.roles.critic.recheck(verdict, mine, self._reference(best), f"exp-{best.number}",
+                                         self._pooled_noise(exp, seeds))
 
     async def _against_parent(self, exp: Experiment, state: ExperimentState, seeds: list[SeedResult],
                               verdict: Verdict, best: Experiment) -> Verdict:
@@ -586,6 +608,11 @@ class ExperimentFlow:
                        f"Hive-Experiment: {exp.number}\nHive-Commit: {exp.commit}\n")
             ws.advance_best(exp.commit, message)
         open_pull_request(self.ctx.store, self.ctx.campaign.id, exp, v, self.pb)
+
+
+def recheck_seeds(number: int, count: int) -> list[int]:
+    """The fresh seeds experiment `number`'s keep is run again on: its own, so the best runs each pair anew."""
+    return [RECHECK_SEEDS + number * 100 + i for i in range(1, count + 1)]
 
 
 def _v(verdict: Verdict) -> dict[str, Any]:

@@ -150,3 +150,28 @@ def test_pooling_keeps_the_false_keep_rate_at_alpha():
         p, _ = moderated_p_value(shifted, *pool_noise(pool, 30))
         keeps += p < 0.05
     assert keeps / trials < 0.05 + 3 * (0.05 * 0.95 / trials) ** 0.5, keeps / trials
+
+
+def test_a_keep_that_drift_made_does_not_hold_side_by_side_on_fresh_seeds(hive, tmp_path):
+    """The baseline's seeds were measured slow (tests/fixtures/drift): on them a change that does nothing looks
+    0.2 better and is kept. With objective.recheck_seeds it runs again beside the baseline on fresh seeds, each
+    pair at the same time, and is discarded; the control, with the recheck off, keeps it."""
+    control = hive("start", str(FIXTURES / "drift.yaml"), "--headless", "-c", "objective.recheck_seeds=0",
+                   "-c", "name=drift_control")
+    assert control.returncode == 0, control.stderr[-3000:]
+    db = tmp_path / "workspaces" / "drift_control" / "hive.db"
+    assert rows(db, "select verdict from experiment where number = 2") == [("keep",)], "the control keeps it"
+    result = hive("start", str(FIXTURES / "drift.yaml"), "--headless")
+    assert result.returncode == 0, result.stderr[-3000:]
+    db = tmp_path / "workspaces" / "drift" / "hive.db"
+    (verdict, reason), = rows(db, "select verdict, verdict_reason from experiment where number = 2")
+    assert verdict == "discard", reason
+    assert "paired t-test on seeds" in reason and "but does not hold side by side with exp-1 on fresh seeds" in reason
+    pairs = rows(db, "select r.seed, e.number, r.started_at, r.finished_at, r.status from run r join experiment e "
+                     "on r.experiment_id = e.id where r.seed > 1000000 order by r.seed, e.number")
+    assert [(seed, number) for seed, number, *_ in pairs] == [(s, n) for s in (1000201, 1000202, 1000203)
+                                                               for n in (1, 2)]
+    for (seed, _, start_1, end_1, ok_1), (_, _, start_2, end_2, ok_2) in zip(pairs[::2], pairs[1::2]):
+        assert ok_1 == ok_2 == "ok" and start_1 < end_2 and start_2 < end_1, f"seed {seed}'s pair did not overlap"
+    status = json.loads(hive("status", "drift", "--json").stdout)
+    assert status["best"]["number"] == 1 and not rows(db, "select * from pullrequest")

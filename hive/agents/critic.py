@@ -156,6 +156,31 @@ class Critic:
             return Verdict("discard", f"stopped for futility after {n} seeds: {evidence}", mean, std, p)
         return Verdict("more_seeds", f"promising after {n} seeds: {evidence}", mean, std, p, seeds_wanted=1)
 
+    def recheck(self, verdict: Verdict, mine: list[SeedResult], theirs: dict[int, float], ref: str,
+                pooled: tuple[float, int] | None = None) -> Verdict:
+        """A keep, run again beside `ref` on fresh seeds (each pair at the same time): it stands when it still
+        beats `ref` there, one-sided paired test of gain > 0 at alpha (moderated by the pooled noise when given);
+        otherwise a discard that says so. Only this test's pairs share the machine's state: drift between the
+        best's runs and the candidate's, and the luck of the seeds that earned the keep, cannot carry it."""
+        obj = self.objective
+        failed = self._hard_checks(mine)
+        values = {s.seed: metric_value(s.metrics, obj.metric) for s in mine}
+        pairs = [s for s in values if s in theirs]
+        if failed is not None or len(pairs) < 2:
+            why = failed.reason if failed is not None else f"{ref} has too few of the fresh seeds"
+            return Verdict("discard", f"{verdict.reason}; side by side on fresh seeds: {why}", verdict.mean,
+                           verdict.std, verdict.p_value, reference=verdict.reference, gain=verdict.gain)
+        gains = shifted_gains(obj.direction, [values[s] for s in pairs], [theirs[s] for s in pairs], 0.0)
+        p, _ = moderated_p_value(gains, *pooled) if pooled else (paired_p_value(gains), False)
+        gain = statistics.fmean(gains)
+        shown = (f"side by side with {ref} on fresh seeds {','.join(map(str, pairs))}, each pair run at the same "
+                 f"time: gain {gain:+.4g} ± {statistics.stdev(gains):.2g}, p={p:.3g} (alpha {obj.alpha:g})")
+        if gain > 0 and p is not None and p < obj.alpha:
+            return Verdict("keep", f"{verdict.reason}; holds {shown}", verdict.mean, verdict.std, verdict.p_value,
+                           reference=verdict.reference, gain=verdict.gain)
+        return Verdict("discard", f"{verdict.reason}; but does not hold {shown}", verdict.mean, verdict.std,
+                       verdict.p_value, reference=verdict.reference, gain=verdict.gain)
+
     def _hard_checks(self, seeds: list[SeedResult]) -> Verdict | None:
         obj = self.objective
         for s in seeds:

@@ -139,6 +139,9 @@ class Objective(Strict):
                                                           "(default: every one of run.seeds)")
     test: Literal["paired", "welch"] = Field("paired", description="paired: per-seed differences against the best "
                                                                    "on the same seeds; welch: seeds not paired")
+    recheck_seeds: int = Field(0, ge=0, le=10, description="a keep is run again side by side with the best on this "
+                               "many fresh seeds, each pair at the same time, and stands only if it still wins "
+                               "there (catches machine drift and luck; 0: off)")
     metrics_regex: dict[str, str] = Field(
         default_factory=dict,
         description="metric key -> regex with one group over the log (last match wins), for repos without '---' output",
