@@ -430,9 +430,12 @@ class ExperimentFlow:
         self.ctx.feed("recheck", f"keep on seeds {','.join(str(s.seed) for s in seeds)}: running it again beside "
                                f"exp-{best.number} on fresh seeds {','.join(map(str, fresh))}", exp.number)
         for seed in fresh:
-            done = {r.seed for r in self.ctx.store.runs(exp.id) if r.status in FINISHED_RUNS}
-            await asyncio.gather(*([] if seed in done else [self.run_seed(exp, seed, state["commit"])]),
-                                 self.reference_seeds(best, [seed]))
+            pair = []  # what of this seed's pair is still to run (a resumed recheck has some of it)
+            if seed not in {r.seed for r in self.ctx.store.runs(exp.id) if r.status in FINISHED_RUNS}:
+                pair.append(self.run_seed(exp, seed, state["commit"]))
+            if seed not in {r.seed for r in self.ctx.store.runs(best.id) if r.status in FINISHED_RUNS}:
+                pair.append(self.reference_seed(best, seed))  # under either test: the recheck is paired
+            await asyncio.gather(*pair)
             if self.ctx.stop.is_set():
                 raise Stopped(f"exp-{exp.number} stopped while it ran beside exp-{best.number}")
         runs = {r.seed: r for r in self.ctx.store.runs(exp.id)}
