@@ -431,9 +431,9 @@ class ExperimentFlow:
                                f"exp-{best.number} on fresh seeds {','.join(map(str, fresh))}", exp.number)
         for seed in fresh:
             pair = []  # what of this seed's pair is still to run (a resumed recheck has some of it)
-            if seed not in {r.seed for r in self.ctx.store.runs(exp.id) if r.status in FINISHED_RUNS}:
+            if self._run_status(exp, seed) not in FINISHED_RUNS:
                 pair.append(self.run_seed(exp, seed, state["commit"]))
-            if seed not in {r.seed for r in self.ctx.store.runs(best.id) if r.status in FINISHED_RUNS}:
+            if self._run_status(best, seed) not in FINISHED_RUNS:
                 pair.append(self.reference_seed(best, seed))  # under either test: the recheck is paired
             await asyncio.gather(*pair)
             if self.ctx.stop.is_set():
