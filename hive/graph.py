@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -28,12 +29,14 @@ from hive.objective import metric_value
 from hive.progress import read_curve, watch_for
 from hive.prs import open_pull_request
 from hive.repair import Crash, can_repair, crash_of, last_lines, repair_reason, retire_runs, seed_crash
+from hive.scheduler import Lease
 from hive.seeds import describe_outcome, record_seed, seed_stats
 from hive.store import Attempt, Experiment, Lesson, Run
 from hive.store.models import now
 
 
 RECHECK_SEEDS = 1_000_000  # fresh seeds of side-by-side rechecks start above any playbook's own
+RECHECK_SPARES = 99  # an experiment's fresh seeds: recheck_seeds of them, the rest replace pairs a stop cut
 POOL_EXPERIMENTS = 200  # recent finished experiments whose paired differences make the pooled seed noise
 FINISHED_RUNS = ("ok", "failed", "timeout", "pruned", "tampered")  # a seed in any of these is not run again
 
@@ -347,16 +350,19 @@ class ExperimentFlow:
         self.ctx.feed("repair", f"attempt {current.attempt + 1}: {summary} -> {commit[:10]}", number)
         return {"commit": commit, "seeds": self.pb.run.seeds[:1], "failure": None, "repaired": True, "verdict": None}
 
-    async def run_seed(self, exp: Experiment, seed: int, commit: str, against: Experiment | None = None) -> None:
-        """Lease a slot, run one seed of an experiment and record it (a cancelled run is left to re-run).
+    async def run_seed(self, exp: Experiment, seed: int, commit: str, against: Experiment | None = None,
+                       lease: Lease | None = None) -> None:
+        """Lease a slot (or take `lease`, granted already), run one seed of an experiment and record it (a
+        cancelled run is left to re-run).
 
         With `against` (the best) and a playbook's `run.progress`, the run is pruned once it is clearly behind
         that experiment's curve on the same seed.
         """
         res = self.pb.run.resources
-        async with self.scheduler.lease(f"exp-{exp.number}/seed-{seed}", gpus=self.lease_gpus,
-                                        min_free_mb=res.min_free_memory_mb, cpu_threads=res.cpu_threads,
-                                        gpu_memory_mb=self.lease_gpu_memory_mb) as lease:
+        held = self._granted(lease) if lease is not None else self.scheduler.lease(
+            f"exp-{exp.number}/seed-{seed}", gpus=self.lease_gpus, min_free_mb=res.min_free_memory_mb,
+            cpu_threads=res.cpu_threads, gpu_memory_mb=self.lease_gpu_memory_mb)
+        async with held as lease:
             if self.ctx.stop.is_set():
                 return
             run = self.ctx.store.ensure_run(exp.id, seed, status="running", started_at=now(),
@@ -375,6 +381,24 @@ class ExperimentFlow:
         record_seed(self.ctx.store, exp, seed, outcome, lease.devices)
         self.ctx.feed("seed", f"seed {seed}: {outcome.status} {describe_outcome(outcome, self.pb.objective.metric)}",
                       exp.number)
+
+    @asynccontextmanager
+    async def _granted(self, lease: Lease):  # noqa: ANN202  (AsyncIterator[Lease])
+        """A lease granted already, released on exit like `scheduler.lease`."""
+        try:
+            yield lease
+        finally:
+            self.scheduler.release(lease)
+
+    async def _together(self, holders: list[str]) -> list[Lease | None]:
+        """Leases for runs that must start at one moment (a side-by-side pair); Nones, for leases of their own
+        one by one, where the machine cannot hold them all at once."""
+        res = self.pb.run.resources
+        leases = await self.scheduler.acquire_together(holders, gpus=self.lease_gpus,
+                                                       min_free_mb=res.min_free_memory_mb,
+                                                       cpu_threads=res.cpu_threads,
+                                                       gpu_memory_mb=self.lease_gpu_memory_mb)
+        return list(leases) if leases is not None else [None] * len(holders)
 
     def _watch(self, against: Experiment | None, exp: Experiment, seed: int):  # noqa: ANN202  (ProgressWatch | None)
         """A progress watch against the reference's curves, when the playbook reads progress and there are some."""
@@ -424,24 +448,51 @@ class ExperimentFlow:
     async def _side_by_side(self, exp: Experiment, state: ExperimentState, verdict: Verdict, best: Experiment,
                             seeds: list[SeedResult]) -> Verdict:
         """Run a keep again beside the best on `objective.recheck_seeds` fresh seeds, each pair at the same time
-        (two leases at once), and let the critic say whether it still wins there (Critic.recheck). A pair a kill
-        cut in half is completed alone on resume."""
-        fresh = recheck_seeds(exp.number, self.pb.objective.recheck_seeds)
+        (both leases granted at one moment), and let the critic say whether it still wins there (Critic.recheck)."""
+        fresh = self._pair_seeds(exp, best)
         self.ctx.feed("recheck", f"keep on seeds {','.join(str(s.seed) for s in seeds)}: running it again beside "
                                f"exp-{best.number} on fresh seeds {','.join(map(str, fresh))}", exp.number)
         for seed in fresh:
-            pair = []  # what of this seed's pair is still to run (a resumed recheck has some of it)
-            if self._run_status(exp, seed) not in FINISHED_RUNS:
-                pair.append(self.run_seed(exp, seed, state["commit"]))
-            if self._run_status(best, seed) not in FINISHED_RUNS:
-                pair.append(self.reference_seed(best, seed))  # under either test: the recheck is paired
-            await asyncio.gather(*pair)
+            run_mine, run_theirs = (self._run_status(e, seed) not in FINISHED_RUNS for e in (exp, best))
+            # one request for both slots, so the pair starts together even while other candidates hold slots
+            leases = [None, None]
+            if run_mine and run_theirs:
+                leases = await self._together([f"exp-{exp.number}/seed-{seed}", f"exp-{best.number}/seed-{seed}"])
+                if leases[0] is None:
+                    self.ctx.feed("recheck", f"this machine cannot hold both runs of fresh seed {seed} at once: "
+                                             f"they run as slots free", exp.number)
+            try:
+                await asyncio.gather(
+                    *([self.run_seed(exp, seed, state["commit"], lease=leases[0])] if run_mine else []),
+                    # under either test: the recheck is paired
+                    *([self.reference_seed(best, seed, lease=leases[1])] if run_theirs else []))
+            finally:
+                for lease in leases:  # a side cancelled before it started gives its lease back here
+                    if lease is not None:
+                        self.scheduler.release(lease)
             if self.ctx.stop.is_set():
                 raise Stopped(f"exp-{exp.number} stopped while it ran beside exp-{best.number}")
         runs = {r.seed: r for r in self.ctx.store.runs(exp.id)}
         mine = [SeedResult(s, runs[s].status, runs[s].metrics, runs[s].error) for s in fresh if s in runs]
         return self.roles.critic.recheck(verdict, mine, self._reference(best), f"exp-{best.number}",
                                          self._pooled_noise(exp, seeds))
+
+    def _pair_seeds(self, exp: Experiment, best: Experiment) -> list[int]:
+        """The fresh seeds of a keep's side-by-side pairs. A pair a kill cut in half (one side finished, the other
+        lost) is not completed alone on resume, where the machine may run at another pace: the next fresh seed
+        takes its place, both sides at once."""
+        count = self.pb.objective.recheck_seeds
+        fresh, spare = [], iter(recheck_seeds(exp.number, RECHECK_SPARES)[count:])
+        for seed in recheck_seeds(exp.number, count):
+            while (self._run_status(exp, seed) in FINISHED_RUNS) != (self._run_status(best, seed) in FINISHED_RUNS):
+                replacement = next(spare, None)
+                if replacement is None:
+                    break  # more pairs cut than spares: this one is completed alone
+                self.ctx.feed("recheck", f"the pair on fresh seed {seed} was cut by a stop (one side ran alone): "
+                                         f"fresh seed {replacement} takes its place", exp.number)
+                seed = replacement
+            fresh.append(seed)
+        return fresh
 
     async def _against_parent(self, exp: Experiment, state: ExperimentState, seeds: list[SeedResult],
                               verdict: Verdict, best: Experiment) -> Verdict:
@@ -514,16 +565,19 @@ class ExperimentFlow:
         have = {r.seed for r in self.ctx.store.runs(exp.id) if r.status in FINISHED_RUNS}
         await asyncio.gather(*(self.reference_seed(exp, s) for s in seeds if s not in have))
 
-    async def reference_seed(self, exp: Experiment, seed: int) -> None:
-        """Run one seed of a reference experiment, once however many experiments wait for it."""
+    async def reference_seed(self, exp: Experiment, seed: int, lease: Lease | None = None) -> None:
+        """Run one seed of a reference experiment, once however many experiments wait for it (on `lease`, granted
+        already, when given; it is released if the seed runs elsewhere)."""
         key = (exp.number, seed)
         task = self._reference_runs.get(key)
         if task is None or (task.done() and self._run_status(exp, seed) not in FINISHED_RUNS):
-            task = self._reference_runs[key] = asyncio.ensure_future(self._run_reference(exp, seed))
+            task = self._reference_runs[key] = asyncio.ensure_future(self._run_reference(exp, seed, lease))
+        elif lease is not None:
+            self.scheduler.release(lease)
         await asyncio.shield(task)
 
-    async def _run_reference(self, exp: Experiment, seed: int) -> None:
-        await self.run_seed(exp, seed, exp.commit)
+    async def _run_reference(self, exp: Experiment, seed: int, lease: Lease | None = None) -> None:
+        await self.run_seed(exp, seed, exp.commit, lease=lease)
         runs = list(self.ctx.store.runs(exp.id))
         values, mean, std = seed_stats(runs, self.pb.objective.metric)
         wall = sum(r.wall_seconds or 0 for r in runs)

@@ -204,6 +204,62 @@ def test_a_large_request_is_overtaken_at_most_starvation_limit_times(limit):
     asyncio.run(main())
 
 
+def test_runs_asked_together_start_at_one_moment_and_are_overtaken_at_most_starvation_limit_times():
+    """A side-by-side pair on 2 CPU slots while a candidate holds one: single runs take a slot that frees (the
+    pair cannot use it alone) twice, then the free slot waits for the other and both leases come at once."""
+    scheduler = Scheduler(CpuInventory(cores=2), starvation_limit=2, poll_interval=10)
+
+    async def main() -> None:
+        held = scheduler.try_acquire("candidate", cpu_threads=1)
+        pair = asyncio.create_task(scheduler.acquire_together(["exp-5/seed-1000501", "exp-3/seed-1000501"]))
+        await _until(lambda: len(scheduler.snapshot()["waiting"]) == 1)
+        assert scheduler.snapshot()["waiting"][0]["runs"] == 2
+        overtakers = []
+        for i in range(4):
+            lease = scheduler.try_acquire(f"single-{i}", cpu_threads=1)
+            if lease is None:
+                break
+            overtakers.append(lease)
+            scheduler.release(held)  # the old run ends; the pair still finds one slot free, not two
+            held = overtakers[-1]
+            await asyncio.sleep(0)
+        assert len(overtakers) == 2 and not pair.done(), "overtaken exactly starvation_limit times"
+        assert scheduler.snapshot()["cpu"]["used"] == 1  # a slot stays free for the pair
+        scheduler.release(held)
+        leases = await pair
+        assert [lease.holder for lease in leases] == ["exp-5/seed-1000501", "exp-3/seed-1000501"]
+        assert leases[0].started_at == leases[1].started_at and scheduler.snapshot()["cpu"]["used"] == 2
+        for lease in leases:
+            scheduler.release(lease)
+        assert scheduler.snapshot()["cpu"]["used"] == 0
+
+    asyncio.run(main())
+
+
+def test_runs_asked_together_share_a_gpu_where_it_holds_both_and_are_refused_where_it_never_can():
+    scheduler = Scheduler(SimulatedInventory(1, memory_mb=80000), poll_interval=10)
+
+    async def main() -> None:
+        first, second = await scheduler.acquire_together(["a", "b"], gpu_memory_mb=30000)
+        assert first.devices == second.devices == [0] and first.gpu_memory_mb == second.gpu_memory_mb == 30000
+        assert scheduler.try_acquire("third", gpu_memory_mb=30000) is None, "two shares fill the 80 GB GPU"
+        waiting = asyncio.create_task(scheduler.acquire_together(["c", "d"], gpu_memory_mb=30000))
+        await _until(lambda: len(scheduler.snapshot()["waiting"]) == 1)
+        scheduler.release(first)
+        await asyncio.sleep(0.01)
+        assert not waiting.done(), "one share free is not two"
+        waiting.cancel()  # cancelled while waiting: leaves the queue, takes nothing
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        scheduler.release(second)
+        assert scheduler.snapshot()["leases"] == [] and scheduler.snapshot()["waiting"] == []
+        # 50 GB each: the GPU never holds two at once, so the caller is told to run them one by one
+        assert await scheduler.acquire_together(["e", "f"], gpu_memory_mb=50000) is None
+        assert await Scheduler(CpuInventory(cores=1)).acquire_together(["g", "h"]) is None
+
+    asyncio.run(main())
+
+
 def test_backfill_fills_gpus_a_waiting_large_request_cannot_use_yet():
     scheduler = Scheduler(SimulatedInventory(4), starvation_limit=4)
     held = [scheduler.try_acquire(f"s{i}", gpus=1) for i in range(3)]

@@ -4,10 +4,15 @@ combined."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import signal
 import sqlite3
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 from hive.agents.combine import COMBINE_SOURCE, combination
@@ -175,3 +180,41 @@ def test_a_keep_that_drift_made_does_not_hold_side_by_side_on_fresh_seeds(hive, 
         assert ok_1 == ok_2 == "ok" and start_1 < end_2 and start_2 < end_1, f"seed {seed}'s pair did not overlap"
     status = json.loads(hive("status", "drift", "--json").stdout)
     assert status["best"]["number"] == 1 and not rows(db, "select * from pullrequest")
+
+
+def test_a_recheck_pair_a_kill_cut_in_half_is_replaced_by_the_next_fresh_seed(tmp_path):
+    """Hive is killed (SIGKILL) after the keep's side of the first side-by-side pair finished and while the
+    baseline's side still ran. On resume that pair is not completed alone (the machine may run at another pace
+    by then): fresh seed 1000204 takes its place, both sides at once, and the recheck decides on 202-204."""
+    slow = 'if [ "$SEED" = 1000201 ] && grep -q "^X = 0" run.py; then sleep 30; fi; python run.py'
+    cmd = [sys.executable, "-m", "hive", "start", str(FIXTURES / "drift.yaml"), "--headless", "-c",
+           f"run.command={slow}"]
+    env = {k: v for k, v in os.environ.items() if k != "HIVE_DB_URL"} | {"HIVE_HOME": str(tmp_path / "workspaces")}
+    db = tmp_path / "workspaces" / "drift" / "hive.db"
+    query = ("select e.number, r.status from run r join experiment e on r.experiment_id = e.id "
+             "where r.seed = 1000201")
+    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (db.exists() and set(rows(db, query)) == {(1, "running"), (2, "ok")}):
+            assert time.monotonic() < deadline and driver.poll() is None, driver.stderr.read() if driver.poll() else ""
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        for pid_file in (tmp_path / "workspaces").rglob("*.log.pid"):  # a run without a sandbox lives on
+            with contextlib.suppress(ValueError, OSError):
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "the pair on fresh seed 1000201 was cut by a stop (one side ran alone): fresh seed 1000204 takes its " \
+           "place" in resumed.stderr, resumed.stderr[-3000:]
+    (verdict, reason), = rows(db, "select verdict, verdict_reason from experiment where number = 2")
+    assert verdict == "discard" and "on fresh seeds 1000204,1000202,1000203" in reason, reason
+    finished = rows(db, "select r.seed, e.number, r.started_at, r.finished_at from run r join experiment e "
+                        "on r.experiment_id = e.id where r.seed > 1000000 and r.status = 'ok' order by r.seed, e.number")
+    assert [(seed, number) for seed, number, *_ in finished] == [(1000201, 2)] + [
+        (s, n) for s in (1000202, 1000203, 1000204) for n in (1, 2)], "the baseline never ran 1000201 alone"
+    for (seed, _, start_1, end_1), (_, _, start_2, end_2) in zip(finished[1::2], finished[2::2]):
+        assert start_1 < end_2 and start_2 < end_1, f"seed {seed}'s pair did not overlap"

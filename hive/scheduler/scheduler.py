@@ -43,13 +43,19 @@ class _Request:
     ask: GpuAsk
     cpu_threads: int
     placed: asyncio.Event | None
+    holders: tuple[str, ...] = ()  # a request for several runs granted at one moment (acquire_together)
     queued_at: float = field(default_factory=time.time)
     overtaken: int = 0
-    lease: Lease | None = None
+    leases: list[Lease] = field(default_factory=list)
     pool: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.pool = "gpu" if self.ask.wants_gpu else "cpu"
+        self.holders = self.holders or (self.holder,)
+
+    @property
+    def lease(self) -> Lease | None:
+        return self.leases[0] if self.leases else None
 
 
 class Scheduler:
@@ -62,8 +68,10 @@ class Scheduler:
     shares are counted (see placement.py); shares never add up past a device's memory. CPU requests (gpus=0) take
     `cpu_threads` of `cpu_slots` cores. Waiting requests are served in arrival order; a later one that fits may
     overtake one that does not (backfill), but each waiting request is overtaken at most `starvation_limit` times
-    before nothing of its pool passes it. The executor turns `lease.devices` into CUDA_VISIBLE_DEVICES. All
-    methods run on one event loop; `release` may also be called from another thread.
+    before nothing of its pool passes it. `acquire_together` asks for several runs' leases granted at one moment
+    (the two sides of a side-by-side recheck), waiting and overtaken as one request. The executor turns
+    `lease.devices` into CUDA_VISIBLE_DEVICES. All methods run on one event loop; `release` may also be called
+    from another thread.
     """
 
     def __init__(self, inventory: GpuInventory, cpu_slots: int | None = None, max_utilisation: int = 10,
@@ -88,8 +96,22 @@ class Scheduler:
     async def acquire(self, holder: str, gpus: float = 0, min_free_mb: int = 0, cpu_threads: int = 1,
                       gpu_memory_mb: int | None = None) -> Lease:
         """Wait until the request fits, in fair order, and return its lease; release it with `release`."""
-        self._loop = asyncio.get_running_loop()
         request = self._request(holder, GpuAsk.of(gpus, gpu_memory_mb, min_free_mb), cpu_threads, asyncio.Event())
+        return (await self._wait(request))[0]
+
+    async def acquire_together(self, holders: list[str], gpus: float = 0, min_free_mb: int = 0,
+                               cpu_threads: int = 1, gpu_memory_mb: int | None = None) -> list[Lease] | None:
+        """A lease for each holder, all granted at one moment, so their runs start together: one request in the
+        fair order, overtaken (at most `starvation_limit` times) while fewer are free. None where the machine
+        cannot hold them all at once even when ours are done (the caller runs them one by one)."""
+        if self.capacity(gpus, cpu_threads, min_free_mb, gpu_memory_mb) < len(holders):
+            return None
+        request = self._request(" + ".join(holders), GpuAsk.of(gpus, gpu_memory_mb, min_free_mb), cpu_threads,
+                                asyncio.Event(), tuple(holders))
+        return await self._wait(request)
+
+    async def _wait(self, request: _Request) -> list[Lease]:
+        self._loop = asyncio.get_running_loop()
         self._queue.append(request)
         try:
             self._dispatch()
@@ -103,7 +125,7 @@ class Scheduler:
         except BaseException:  # cancelled or timed out while waiting, or granted just as the waiter was cancelled
             self._withdraw(request)
             raise
-        return request.lease
+        return list(request.leases)
 
     def try_acquire(self, holder: str, gpus: float = 0, min_free_mb: int = 0, cpu_threads: int = 1,
                     gpu_memory_mb: int | None = None) -> Lease | None:
@@ -167,7 +189,8 @@ class Scheduler:
             "devices": devices,
             "cpu": {"slots": self.cpu_slots, "used": sum(self._cpu_charged.values())},
             "leases": [asdict(lease) for lease in self._leases.values()],
-            "waiting": [{"holder": r.holder, "gpus": r.ask.whole or r.ask.share, "gpu_memory_mb": r.ask.memory_mb,
+            "waiting": [{"holder": r.holder, "runs": len(r.holders), "gpus": r.ask.whole or r.ask.share,
+                         "gpu_memory_mb": r.ask.memory_mb,
                          "min_free_mb": r.ask.min_free_mb, "cpu_threads": r.cpu_threads,
                          "waited_seconds": round(now - r.queued_at, 3), "overtaken": r.overtaken}
                         for r in self._queue],
@@ -183,14 +206,12 @@ class Scheduler:
         free_cpu = self.cpu_slots - sum(self._cpu_charged.values())
         skipped: dict[str, list[_Request]] = {"gpu": [], "cpu": []}  # per pool: waiting requests this pass skipped
         for request in list(self._queue):
-            devices: list[Device] = []
             if request.pool == "gpu":
                 if placement is None:
                     placement = self._placement()
-                devices = placement.choose(request.ask)
-                fits = bool(devices)
+                fits = self._fits(request, placement)
             else:
-                fits = self._cpu_cost(request.cpu_threads) <= free_cpu
+                fits = self._cpu_cost(request.cpu_threads) * len(request.holders) <= free_cpu
             passed = skipped[request.pool]
             if not fits:
                 passed.append(request)
@@ -200,14 +221,39 @@ class Scheduler:
             for r in passed:
                 r.overtaken += 1
             if request.pool == "cpu":
-                free_cpu -= self._cpu_cost(request.cpu_threads)
-            self._place(request, devices, placement)
+                free_cpu -= self._cpu_cost(request.cpu_threads) * len(request.holders)
+            self._place(request, placement)
 
-    def _place(self, request: _Request, devices: list[Device], placement: Placement | None) -> None:
+    def _fits(self, request: _Request, placement: Placement) -> bool:
+        """Whether every run of a GPU request fits now: each placed in turn on what the ones before it took, then
+        all taken back."""
+        if len(request.holders) == 1:
+            return bool(placement.choose(request.ask))
+        taken = []
+        for holder in request.holders:
+            devices = placement.choose(request.ask)
+            if not devices:
+                break
+            taken.append(self._hold(request, holder, devices, placement))
+        for lease in taken:
+            self._drop(lease)
+        return len(taken) == len(request.holders)
+
+    def _place(self, request: _Request, placement: Placement | None) -> None:
+        at = time.time()  # one moment for all of a request's leases
+        for holder in request.holders:
+            devices = placement.choose(request.ask) if request.pool == "gpu" and placement is not None else []
+            request.leases.append(self._hold(request, holder, devices, placement, at))
+        self._queue.remove(request)
+        if request.placed is not None:
+            request.placed.set()
+
+    def _hold(self, request: _Request, holder: str, devices: list[Device], placement: Placement | None,
+              at: float = 0.0) -> Lease:
         ask = request.ask
         reserve = ask.reserve_mb(devices[0].total_mb) if ask.shared else 0
-        lease = Lease(id=next(self._ids), holder=request.holder, devices=[d.index for d in devices],
-                      cpu_threads=request.cpu_threads, started_at=time.time(), gpu_memory_mb=reserve)
+        lease = Lease(id=next(self._ids), holder=holder, devices=[d.index for d in devices],
+                      cpu_threads=request.cpu_threads, started_at=at or time.time(), gpu_memory_mb=reserve)
         self._leases[lease.id] = lease
         for device in devices:
             held = self._held.setdefault(device.index, Holdings())
@@ -221,14 +267,16 @@ class Scheduler:
                 held.whole = lease.id
         if not devices:
             self._cpu_charged[lease.id] = self._cpu_cost(request.cpu_threads)
-        request.lease = lease
-        self._queue.remove(request)
-        if request.placed is not None:
-            request.placed.set()
+        return lease
 
     def _release(self, lease: Lease) -> None:
+        if self._drop(lease):
+            self._dispatch()
+
+    def _drop(self, lease: Lease) -> bool:
+        """Take the lease's devices and slots back without placing anyone; False if it was not held."""
         if self._leases.pop(lease.id, None) is None:
-            return
+            return False
         for index in lease.devices:
             held = self._held.get(index)
             if held is None:
@@ -239,24 +287,24 @@ class Scheduler:
             if held.empty:
                 del self._held[index]
         self._cpu_charged.pop(lease.id, None)
-        self._dispatch()
+        return True
 
     def _withdraw(self, request: _Request) -> None:
         if request in self._queue:
             self._queue.remove(request)
-        if request.lease is not None:
-            self._release(request.lease)
-        else:
-            self._dispatch()  # a starving request that leaves unblocks those behind it
+        for lease in request.leases:
+            self._drop(lease)
+        self._dispatch()  # what it held is free again, and a starving request that leaves unblocks those behind it
 
     # ---- helpers -------------------------------------------------------------------------------------------------
 
-    def _request(self, holder: str, ask: GpuAsk, cpu_threads: int, placed: asyncio.Event | None) -> _Request:
+    def _request(self, holder: str, ask: GpuAsk, cpu_threads: int, placed: asyncio.Event | None,
+                 holders: tuple[str, ...] = ()) -> _Request:
         if cpu_threads < 1:
             raise BadInput(f"resources.cpu_threads: must be 1 or more, got {cpu_threads}")
         if ask.wants_gpu:
             ask.check(self._read(), self.inventory.kind)
-        return _Request(holder=holder, ask=ask, cpu_threads=cpu_threads, placed=placed)
+        return _Request(holder=holder, ask=ask, cpu_threads=cpu_threads, placed=placed, holders=holders)
 
     def _read(self) -> list[Device]:
         self._read_at = time.monotonic()
