@@ -2,10 +2,10 @@
 
 After every kill and restart: no finished experiment lost or changed, no number used twice, no run of a seed
 recorded twice, no orphan run process, no git lock left, the best branch on a kept commit, no Optuna trial left
-RUNNING at the end, every side-by-side recheck decided on pairs whose both sides ran (every keep runs again
-beside the best on 2 fresh seeds here, so kills land in those pairs too). With --db-url (PostgreSQL) the store
-lives there, in a schema of its own, and the soak lists the files the campaign folder holds at the end: none of
-them may be a SQLite database.
+RUNNING at the end, every side-by-side recheck decided on pairs whose two sides both ran, at the same time
+(every keep runs again beside the best on 2 fresh seeds here, so kills land in those pairs too). With --db-url
+(PostgreSQL) the store lives there, in a schema of its own, and the soak lists the files the campaign folder
+holds at the end: none of them may be a SQLite database.
 Run: python bench/soak.py [--trials 20] [--seed 1] [--db-url postgresql+psycopg://...]
 """
 
@@ -147,20 +147,29 @@ def main() -> None:
             unfinished = db.rows("select number, status from experiment where status != 'done'")
             problems.append(f"experiments not all finished after the final resume: {unfinished}")
         numbers = sorted(n for (n,) in db.rows("select number from experiment"))
-        # a side-by-side recheck decided on whole pairs: both sides of each seed its verdict names ran to the end
-        ok_runs = set(db.rows("select e.number, r.seed from run r join experiment e on r.experiment_id = e.id "
-                              "where r.status = 'ok'"))
+        # a side-by-side recheck decided on whole pairs: both sides of each seed its verdict names ran to the end,
+        # at the same time (a pair a kill cut in half is replaced, never completed alone)
+        ok_runs = {(n, seed): (start, end) for n, seed, start, end in db.rows(
+            "select e.number, r.seed, r.started_at, r.finished_at from run r join experiment e "
+            "on r.experiment_id = e.id where r.status = 'ok'")}
         rechecked = 0
         for number, reason in db.rows("select number, verdict_reason from experiment where verdict_reason like "
                                       "'%side by side with exp-%'"):
-            side = re.search(r"side by side with exp-(\d+) on fresh seeds ([\d,]+)", reason or "")
+            side = re.search(r"side by side with exp-(\d+) on fresh seeds (\d+(?:,\d+)*)", reason or "")
             if not side:
                 continue
             rechecked += 1
             best, fresh = int(side.group(1)), [int(x) for x in side.group(2).split(",")]
-            half = [seed for seed in fresh if (number, seed) not in ok_runs or (best, seed) not in ok_runs]
+            sides = {seed: (ok_runs.get((number, seed)), ok_runs.get((best, seed))) for seed in fresh}
+            half = [seed for seed, (mine, theirs) in sides.items() if mine is None or theirs is None]
             if half:
                 problems.append(f"exp-{number}'s recheck names seeds without both sides run: {half}")
+            apart = [seed for seed, (mine, theirs) in sides.items() if mine and theirs
+                     and not (mine[0] < theirs[1] and theirs[0] < mine[1])]
+            if apart:
+                problems.append(f"exp-{number}'s recheck pairs on seeds {apart} did not run at the same time")
+        # feed lines of pairs a kill cut in half, each replaced by the next fresh seed on resume
+        (cut,), = db.rows("select count(*) from event where kind = 'recheck' and message like '%was cut by a stop%'")
         repo = root / "repo"
         best_msg = subprocess.run(["git", "log", "-1", "--format=%B", "hive/quickstart/best"], cwd=repo,
                                   capture_output=True, text=True).stdout
@@ -187,14 +196,16 @@ def main() -> None:
                 conn.exec_driver_sql(f'DROP SCHEMA "soak_{os.getpid()}" CASCADE')
     print(f"\n{kills} SIGKILLs, {len(numbers)} experiments, numbers 1..{max(numbers)} "
           f"({'contiguous' if numbers == list(range(1, len(numbers) + 1)) else 'with gaps'}), "
-          f"{len(kept)} keep(s), {rechecked} side-by-side recheck(s), {len(problems)} problem(s)")
+          f"{len(kept)} keep(s), {rechecked} side-by-side recheck(s) ({cut} pair(s) cut by a kill, replaced), "
+          f"{len(problems)} problem(s)")
     for problem in problems:
         print(f"  PROBLEM: {problem}")
     print(f"the campaign folder holds: {', '.join(files)}")
     database = "postgresql" if args.db_url else "sqlite"
     write(f"soak_{database}" if args.db_url else "soak",
           {"database": database, "trials": args.trials, "kills": kills, "experiments": len(numbers),
-           "keeps": len(kept), "rechecks": rechecked, "problems": problems, "campaign_folder": files, "sqlite_files": stray})
+           "keeps": len(kept), "rechecks": rechecked, "cut_pairs": cut, "problems": problems,
+           "campaign_folder": files, "sqlite_files": stray})
     sys.exit(1 if problems else 0)
 
 
