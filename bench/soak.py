@@ -153,8 +153,9 @@ def main() -> None:
             "select e.number, r.seed, r.started_at, r.finished_at from run r join experiment e "
             "on r.experiment_id = e.id where r.status = 'ok'")}
         rechecked = 0
+        # (%% is one % to psycopg and two wildcards, as good as one, to SQLite)
         for number, reason in db.rows("select number, verdict_reason from experiment where verdict_reason like "
-                                      "'%side by side with exp-%'"):
+                                      "'%%side by side with exp-%%'"):
             side = re.search(r"side by side with exp-(\d+) on fresh seeds (\d+(?:,\d+)*)", reason or "")
             if not side:
                 continue
@@ -169,7 +170,7 @@ def main() -> None:
             if apart:
                 problems.append(f"exp-{number}'s recheck pairs on seeds {apart} did not run at the same time")
         # feed lines of pairs a kill cut in half, each replaced by the next fresh seed on resume
-        (cut,), = db.rows("select count(*) from event where kind = 'recheck' and message like '%was cut by a stop%'")
+        (cut,), = db.rows("select count(*) from event where kind = 'recheck' and message like '%%was cut by a stop%%'")
         repo = root / "repo"
         best_msg = subprocess.run(["git", "log", "-1", "--format=%B", "hive/quickstart/best"], cwd=repo,
                                   capture_output=True, text=True).stdout

@@ -220,7 +220,8 @@ def test_a_recheck_pair_a_kill_cut_in_half_is_replaced_by_the_next_fresh_seed(tm
     (verdict, reason), = rows(db, "select verdict, verdict_reason from experiment where number = 2")
     assert verdict == "discard" and "on fresh seeds 1000204,1000202,1000203" in reason, reason
     finished = rows(db, "select r.seed, e.number, r.started_at, r.finished_at from run r join experiment e "
-                        "on r.experiment_id = e.id where r.seed > 1000000 and r.status = 'ok' order by r.seed, e.number")
+                        "on r.experiment_id = e.id where r.seed > 1000000 and r.status = 'ok' "
+                        "order by r.seed, e.number")
     assert [(seed, number) for seed, number, *_ in finished] == [(1000201, 2)] + [
         (s, n) for s in (1000202, 1000203, 1000204) for n in (1, 2)], "the baseline never ran 1000201 alone"
     for (seed, _, start_1, end_1), (_, _, start_2, end_2) in zip(finished[1::2], finished[2::2]):
