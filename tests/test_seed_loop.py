@@ -217,8 +217,8 @@ def test_a_recheck_pair_a_kill_cut_in_half_is_replaced_by_the_next_fresh_seed(tm
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "the pair on fresh seed 1000201 was cut by a stop (one side ran alone): fresh seed 1000204 takes its " \
            "place" in resumed.stderr, resumed.stderr[-3000:]
-    (verdict, reason), = rows(db, "select verdict, verdict_reason from experiment where number = 2")
-    assert verdict == "discard" and "on fresh seeds 1000204,1000202,1000203" in reason, reason
+    (reason,), = rows(db, "select verdict_reason from experiment where number = 2")
+    assert "side by side with exp-1 on fresh seeds 1000204,1000202,1000203" in reason, reason
     finished = rows(db, "select r.seed, e.number, r.started_at, r.finished_at from run r join experiment e "
                         "on r.experiment_id = e.id where r.seed > 1000000 and r.status = 'ok' "
                         "order by r.seed, e.number")
