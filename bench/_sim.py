@@ -2,15 +2,18 @@
 
 The loop is the graph's (hive/graph.py: run -> critic -> run while the critic asks for more seeds): the first
 seed, then one more at a time, the reference running any seed it lacks so a paired critic can pair it. The
-decisions are the real Critic's.
+decisions are the real Critic's. A `Drift` adds the slow phases of a shared machine (time-capped training runs
+fewer steps in them), on a `Clock` of the campaign's wall time: a side-by-side pair's two runs start at one moment.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from hive.agents.base import Verdict
 from hive.agents.critic import Critic, SeedResult
@@ -35,17 +38,72 @@ class SeedNoise:
 
 
 @dataclass
+class Drift:
+    """Slow phases of a shared machine: a time-capped run that starts in one scores `penalty` worse.
+
+    Phases alternate, normal for an exponential time of mean `normal_s` and slow for one of mean `slow_s` (seconds
+    of the campaign's wall time); a campaign starts slow with the slow phases' share of the time. Its own random
+    stream, so a campaign with drift draws the same seed noise as one without.
+    """
+
+    penalty: float
+    slow_s: float
+    normal_s: float
+    rng: random.Random
+    edges: list[float] = field(default_factory=list)  # phase boundaries drawn so far, from 0
+    starts_slow: bool = False
+
+    def __post_init__(self) -> None:
+        self.starts_slow = self.rng.random() < self.slow_s / (self.slow_s + self.normal_s)
+        self.edges = [0.0]
+
+    def _slow(self, phase: int) -> bool:
+        return (phase % 2 == 0) == self.starts_slow
+
+    def at(self, t: float) -> float:
+        while self.edges[-1] <= t:
+            mean = self.slow_s if self._slow(len(self.edges) - 1) else self.normal_s
+            self.edges.append(self.edges[-1] + self.rng.expovariate(1.0 / mean))
+        return self.penalty if self._slow(bisect.bisect_right(self.edges, t) - 1) else 0.0
+
+
+class Clock:
+    """A simulated campaign's wall time on `slots` slots: a run starts now and moves it on by its share of them;
+    inside `pair()` both runs start at one moment (the graph grants a side-by-side pair's two leases at once)."""
+
+    def __init__(self, run_seconds: float, slots: int = 2):
+        self.now, self.step = 0.0, run_seconds / slots
+        self._fixed: float | None = None
+
+    def start(self) -> float:
+        at = self.now if self._fixed is None else self._fixed
+        self.now += self.step
+        return at
+
+    @contextmanager
+    def pair(self) -> Iterator[None]:
+        self._fixed = self.now
+        try:
+            yield
+        finally:
+            self._fixed = None
+
+
+@dataclass
 class SeedEffects:
-    """One campaign's shared per-seed effects, drawn once (the same for every configuration)."""
+    """One campaign's shared per-seed effects, drawn once (the same for every configuration), and its drift."""
 
     noise: SeedNoise
     rng: random.Random
     shared: dict[int, float] = field(default_factory=dict)
+    drift: Drift | None = None
 
-    def value(self, truth: float, seed: int) -> float:
+    def value(self, truth: float, seed: int, at: float | None = None) -> float:
+        """One run's metric; `at` (the run's start on the campaign's clock) is where drift reads it."""
         if seed not in self.shared:
             self.shared[seed] = self.rng.gauss(0.0, self.noise.shared_sd)
-        return truth + self.shared[seed] + self.rng.gauss(0.0, self.noise.own_sd)
+        slow = self.drift.at(at) if self.drift is not None and at is not None else 0.0
+        return truth + self.shared[seed] + self.rng.gauss(0.0, self.noise.own_sd) + slow
 
 
 @dataclass
@@ -59,13 +117,15 @@ class Judged:
 def judge_sequentially(critic: Critic, seeds: list[int], draw: Callable[[int], float],
                        reference: dict[int, float], draw_reference: Callable[[int], float],
                        reference_number: int = 1, metric: str = "score",
-                       pool: list[list[float]] | None = None, fresh: list[int] = ()) -> Judged:
+                       pool: list[list[float]] | None = None, fresh: list[int] = (),
+                       clock: Clock | None = None) -> Judged:
     """Run seeds one at a time while the critic asks for more; `reference` gains the seeds it had to run.
 
     With `pool` (the campaign's earlier paired differences, one list per experiment), the critic pools its seed
     noise as the graph does (significance.pool_noise), and this experiment's differences are added to it after.
     With `fresh` seeds (objective.recheck_seeds of them), a keep runs again beside the reference on them, as
-    the graph's side-by-side recheck does (Critic.recheck).
+    the graph's side-by-side recheck does (Critic.recheck); with a `clock`, each fresh seed's two runs start at
+    one moment of it (the draws read the clock themselves).
     """
     values: dict[int, float] = {}
     added = 0
@@ -83,8 +143,11 @@ def judge_sequentially(critic: Critic, seeds: list[int], draw: Callable[[int], f
     rechecked = 0
     if verdict.verdict == "keep" and fresh:
         pooled = pool_noise(pool, POOL_MAX_DF) if pool else None
-        mine = [SeedResult(s, "ok", {metric: draw(s)}) for s in fresh]
-        theirs = {s: draw_reference(s) for s in fresh}
+        mine, theirs = [], {}
+        for s in fresh:
+            with clock.pair() if clock is not None else nullcontext():
+                mine.append(SeedResult(s, "ok", {metric: draw(s)}))
+                theirs[s] = draw_reference(s)
         verdict = critic.recheck(verdict, mine, theirs, f"exp-{reference_number}",
                                  pooled if pooled and pooled[1] else None)
         rechecked = 2 * len(fresh)
