@@ -118,14 +118,15 @@ def judge_sequentially(critic: Critic, seeds: list[int], draw: Callable[[int], f
                        reference: dict[int, float], draw_reference: Callable[[int], float],
                        reference_number: int = 1, metric: str = "score",
                        pool: list[list[float]] | None = None, fresh: list[int] = (),
-                       clock: Clock | None = None) -> Judged:
+                       clock: Clock | None = None, side_pool: list[list[float]] | None = None) -> Judged:
     """Run seeds one at a time while the critic asks for more; `reference` gains the seeds it had to run.
 
     With `pool` (the campaign's earlier paired differences, one list per experiment), the critic pools its seed
     noise as the graph does (significance.pool_noise), and this experiment's differences are added to it after.
     With `fresh` seeds (objective.recheck_seeds of them), a keep runs again beside the reference on them, as
-    the graph's side-by-side recheck does (Critic.recheck); with a `clock`, each fresh seed's two runs start at
-    one moment of it (the draws read the clock themselves).
+    the graph's side-by-side recheck does (Critic.recheck), pooling only earlier rechecks' pairs (`side_pool`,
+    which gains this recheck's; graph.pooled_noise keeps the two kinds apart); with a `clock`, each fresh seed's
+    two runs start at one moment of it (the draws read the clock themselves).
     """
     values: dict[int, float] = {}
     added = 0
@@ -142,7 +143,7 @@ def judge_sequentially(critic: Critic, seeds: list[int], draw: Callable[[int], f
             break
     rechecked = 0
     if verdict.verdict == "keep" and fresh:
-        pooled = pool_noise(pool, POOL_MAX_DF) if pool else None
+        pooled = pool_noise(side_pool, POOL_MAX_DF) if side_pool else None
         mine, theirs = [], {}
         for s in fresh:
             with clock.pair() if clock is not None else nullcontext():
@@ -151,6 +152,8 @@ def judge_sequentially(critic: Critic, seeds: list[int], draw: Callable[[int], f
         verdict = critic.recheck(verdict, mine, theirs, f"exp-{reference_number}",
                                  pooled if pooled and pooled[1] else None)
         rechecked = 2 * len(fresh)
+        if side_pool is not None:
+            side_pool.append([m.metrics[metric] - theirs[m.seed] for m in mine])
     if pool is not None and len(values) >= 2:
         pool.append([values[s] - reference[s] for s in values if s in reference])
     return Judged(verdict, values, added, rechecked)

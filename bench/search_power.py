@@ -15,10 +15,11 @@ the old critic: Welch's test on 3 seeds against the best's mean), `keep_if_lower
 knob of the best, one run on a fixed seed, keep if lower) and `random` (random configurations, one run each, the
 lowest value wins). `hive` runs a keep again beside the best on the playbook's 3 fresh seeds (`recheck_seeds`);
 on the plain noise two counterfactuals show what the gap to `keep_if_lower` is made of: `hive_no_recheck`, and
-`hive_no_recheck_min_delta_0` (a keep needs a significant gain, however small). Figures per policy: true gain of the final best over the baseline, false keeps per 20
-experiments (keeps whose truth is not better than the best they replaced), the final best's reported value less
-its truth in seed sd, run-seconds used, run-seconds to the first keep with a real gain, and where the final best
-falls short of the best possible, knob by knob (`shortfall`).
+`hive_no_recheck_min_delta_0` (a keep needs a significant gain, however small). Figures per policy: true gain of
+the final best over the baseline, false keeps per 20 experiments (keeps whose truth is not better than the best
+they replaced), the final best's reported value less its truth in seed sd, run-seconds used, run-seconds to the
+first keep with a real gain, and where the final best falls short of the best possible, knob by knob
+(`shortfall`).
 Run: python bench/search_power.py [--campaigns 60] [--budget-runs 120]
 """
 
@@ -60,11 +61,11 @@ POLICIES = ("hive", "hive_unpaired", "keep_if_lower", "random")
 # recheck of a keep, and without it at min_delta 0 (a keep needs only a significant gain, however small)
 COUNTERFACTUALS = {"hive_no_recheck": {"recheck_seeds": 0},
                    "hive_no_recheck_min_delta_0": {"recheck_seeds": 0, "min_delta": 0.0}}
-SLOTS = 2  # the playbook's two one-thread slots on this 2-core machine: the clock drift reads
-# the 2026-12-03 main job (bench/README.md): the baseline's seeds 1-3 ran in a slow phase of the campaign's first
-# minutes (104-111 training steps in the 90 s cap against ~124 later), and the one keep gained +0.058 on them but
-# +0.0047 side by side on fresh seeds: a slow phase costs ~0.053 bpb. One such phase, ~300 s (three runs on two
-# slots), in the three quiet main jobs recorded (~3.3 hours of campaign): on average one every 3 hours
+SLOTS = 2  # the playbook's two one-thread slots on this 2-core machine: the clock that drift reads
+# Drift, from the 2026-12-03 main job (bench/README.md): the baseline's seeds 1-3 ran in a slow phase of the
+# campaign's first minutes (104-111 training steps in the 90 s cap against ~124 later), and the one keep gained
+# +0.058 on them but +0.0047 side by side on fresh seeds: a slow phase costs ~0.053 bpb. One such phase, ~300 s
+# (three runs on two slots), in the three quiet main jobs recorded (~3.3 hours of campaign): one every 3 hours
 DRIFT = {"penalty": 0.053, "slow_s": 300.0, "normal_s": 3 * 3600.0}
 
 
@@ -96,15 +97,7 @@ class Truth:
         return (value - knob.low) / (knob.high - knob.low)
 
     def __call__(self, config: dict) -> float:
-        value = self.floor
-        for name in self.knobs:
-            u, b = self._unit(name, config.get(name, self.baseline[name])), self._unit(name, self.baseline[name])
-            if name in MISTUNED:
-                offset, share = MISTUNED[name]
-                value += share * TOTAL_GAIN * ((u - self.best[name]) / offset) ** 2
-            else:
-                value += CURVATURE * (u - b) ** 2
-        return value
+        return self.floor + sum(self.shortfall(config).values())
 
     def shortfall(self, config: dict) -> dict[str, float]:
         """How much each knob of `config` adds above the best possible value (the truth is a sum over knobs)."""
@@ -150,6 +143,7 @@ def campaign(policy: str, index: int, pb, baseline_knobs: dict, truth: Truth, no
     experiments = keeps = false_keeps = since = 0
     first_real = None
     pool: list[list[float]] = []  # the campaign's paired differences, pooled as the graph pools them
+    side_pool: list[list[float]] = []  # its side-by-side rechecks' pairs, pooled apart
     while spent + RUN_SECONDS <= budget:
         number = experiments + 2
         try:
@@ -169,7 +163,7 @@ def campaign(policy: str, index: int, pb, baseline_knobs: dict, truth: Truth, no
             judged = judge_sequentially(critic, SEEDS, lambda s: effects.value(true_value, s, clock.start()),
                                         best_values, lambda s: effects.value(best_truth, s, clock.start()),
                                         metric="val_bpb", pool=pool if critic.test == "paired" else None,
-                                        fresh=fresh, clock=clock)
+                                        fresh=fresh, clock=clock, side_pool=side_pool)
             spent += RUN_SECONDS * (len(judged.values) + judged.reference_runs + judged.recheck_runs)
             kept, mean, values = judged.verdict.verdict == "keep", statistics.fmean(judged.values.values()), judged.values
             gain = judged.verdict.gain

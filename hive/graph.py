@@ -31,7 +31,7 @@ from hive.prs import open_pull_request
 from hive.repair import Crash, can_repair, crash_of, last_lines, repair_reason, retire_runs, seed_crash
 from hive.scheduler import Lease
 from hive.seeds import describe_outcome, record_seed, seed_stats
-from hive.store import Attempt, Experiment, Lesson, Run
+from hive.store import Attempt, Experiment, Lesson, Run, Store
 from hive.store.models import now
 
 
@@ -475,7 +475,7 @@ class ExperimentFlow:
         runs = {r.seed: r for r in self.ctx.store.runs(exp.id)}
         mine = [SeedResult(s, runs[s].status, runs[s].metrics, runs[s].error) for s in fresh if s in runs]
         return self.roles.critic.recheck(verdict, mine, self._reference(best), f"exp-{best.number}",
-                                         self._pooled_noise(exp, seeds))
+                                         self._pooled_noise(exp, seeds, side_by_side=True))
 
     def _pair_seeds(self, exp: Experiment, best: Experiment) -> list[int]:
         """The fresh seeds of a keep's side-by-side pairs. A pair a kill cut in half (one side finished, the other
@@ -526,28 +526,13 @@ class ExperimentFlow:
             self.ctx.store.add(Lesson(campaign_id=cid, experiment_number=exp.number, source=COMBINE_SOURCE,
                                       text=f"exp-{exp.number} {what}: {exp.hypothesis[:120]}"))
 
-    def _pooled_noise(self, exp: Experiment, seeds: list[SeedResult]) -> tuple[float, int] | None:
-        """The seed noise of paired differences pooled over recent finished experiments (each against its parent);
-        read only for a confirmation (the one-seed screen uses none, and most candidates end there)."""
+    def _pooled_noise(self, exp: Experiment, seeds: list[SeedResult],
+                      side_by_side: bool = False) -> tuple[float, int] | None:
+        """The campaign's pooled seed noise for this experiment's paired test (`pooled_noise`); read only for a
+        confirmation or a recheck (the one-seed screen uses none, and most candidates end there)."""
         if self.roles.critic.test != "paired" or len(seeds) < 2:
             return None
-        store, cid, metric = self.ctx.store, self.ctx.campaign.id, self.pb.objective.metric
-        done = [e for e in store.experiments(cid, statuses=["done"], limit=POOL_EXPERIMENTS, newest_first=True)
-                if e.number != exp.number and e.n_seeds >= 2 and e.parent_number]
-        parents = {n: p for n in {e.parent_number for e in done} if (p := store.experiment(cid, n)) is not None}
-        runs = store.runs_for([e.id for e in done] + [p.id for p in parents.values()])
-
-        def values(e: Experiment) -> dict[int, float]:
-            return {r.seed: v for r in runs.get(e.id, []) if r.status == "ok"
-                    and (v := metric_value(r.metrics, metric)) is not None}
-
-        samples = []
-        for e in done:
-            if e.parent_number in parents:
-                mine, ref = values(e), values(parents[e.parent_number])
-                samples.append([mine[s] - ref[s] for s in mine if s in ref])
-        variance, df = pool_noise(samples, POOL_MAX_DF)
-        return (variance, df) if df else None
+        return pooled_noise(self.ctx.store, self.ctx.campaign.id, self.pb.objective.metric, exp.number, side_by_side)
 
     # -- the reference's seeds (paired with every candidate's) --------------------
     def _reference(self, exp: Experiment | None) -> dict[int, float]:
@@ -665,6 +650,49 @@ class ExperimentFlow:
                        f"Hive-Experiment: {exp.number}\nHive-Commit: {exp.commit}\n")
             ws.advance_best(exp.commit, message)
         open_pull_request(self.ctx.store, self.ctx.campaign.id, exp, v, self.pb)
+
+
+def pooled_noise(store: Store, campaign_id: int, metric: str, excluding: int,
+                 side_by_side: bool = False) -> tuple[float, int] | None:
+    """The variance of paired per-seed differences pooled over recent finished experiments (but `excluding`), with
+    its degrees of freedom; None where there are none.
+
+    Two kinds of pair are never pooled together. A confirmation's pairs are a candidate's seeds against its
+    parent's, run minutes apart; a side-by-side recheck's are one fresh seed's two runs started at one moment, and
+    far quieter (in the 2026-12-07 main job a recheck's three pairs differed by 0.0039 sd, the confirmations' pool
+    by 0.034: borrowed, that pool hid a consistent gain, p 0.34 against 0.04 on the pairs alone). So the
+    confirmation pools the playbook's seeds only, each candidate against its parent, and a recheck
+    (`side_by_side`) only earlier rechecks' pairs: each fresh seed's two runs, the keep's against its partner's.
+    """
+    done = [e for e in store.experiments(campaign_id, statuses=["done"], limit=POOL_EXPERIMENTS, newest_first=True)
+            if e.number != excluding and e.n_seeds >= 2 and e.parent_number]
+    parents = {n: p for n in {e.parent_number for e in done} if (p := store.experiment(campaign_id, n)) is not None}
+    every = {e.id: e for e in (*done, *parents.values())}
+    runs = store.runs_for(list(every))
+    values = {eid: {r.seed: v for r in runs.get(eid, []) if r.status == "ok"
+                    and (v := metric_value(r.metrics, metric)) is not None} for eid in every}
+    samples: list[list[float]] = []
+    if side_by_side:
+        owners = {e.number for e in done}
+        by_seed: dict[int, dict[int, float]] = {}  # fresh seed -> {experiment number: value}
+        for eid, seen in values.items():
+            for seed, value in seen.items():
+                if seed > RECHECK_SEEDS:
+                    by_seed.setdefault(seed, {})[every[eid].number] = value
+        pairs: dict[int, list[float]] = {}
+        for seed, sides in by_seed.items():
+            owner = (seed - RECHECK_SEEDS) // 100  # recheck_seeds(): the keep whose recheck ran it
+            partner = [v for n, v in sides.items() if n != owner]
+            if owner in owners and owner in sides and len(partner) == 1:
+                pairs.setdefault(owner, []).append(sides[owner] - partner[0])
+        samples = list(pairs.values())
+    else:
+        for e in done:
+            if e.parent_number in parents:
+                mine, ref = values[e.id], values[parents[e.parent_number].id]
+                samples.append([mine[s] - ref[s] for s in mine if s in ref and s < RECHECK_SEEDS])
+    variance, df = pool_noise(samples, POOL_MAX_DF)
+    return (variance, df) if df else None
 
 
 def recheck_seeds(number: int, count: int) -> list[int]:

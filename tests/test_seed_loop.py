@@ -10,16 +10,19 @@ import os
 import random
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from hive.agents.base import Verdict
 from hive.agents.combine import COMBINE_SOURCE, combination
 from hive.agents.critic import Critic, SeedResult
-from hive.agents.significance import moderated_p_value, pool_noise
+from hive.agents.significance import POOL_MAX_DF, moderated_p_value, pool_noise
+from hive.graph import pooled_noise, recheck_seeds
 from hive.playbook import Objective
-from hive.store import Lesson, Store, make_engine
+from hive.store import Lesson, Run, Store, make_engine
 from hive.store.models import now
 
 from tests.conftest import ROOT
@@ -155,6 +158,45 @@ def test_pooling_keeps_the_false_keep_rate_at_alpha():
         p, _ = moderated_p_value(shifted, *pool_noise(pool, 30))
         keeps += p < 0.05
     assert keeps / trials < 0.05 + 3 * (0.05 * 0.95 / trials) ** 0.5, keeps / trials
+
+
+def test_a_recheck_pools_only_earlier_rechecks_pairs_and_a_confirmation_never_them(tmp_path):
+    """Pairs run minutes apart and pairs run at one moment are two noises: each test borrows only its own kind. The
+    numbers are the 2026-12-07 main job's: exp-12's three side-by-side pairs gained 0.0085, 0.0105 and 0.0030;
+    the confirmations' pool there had 0.034 sd over 17 df, and borrowed by the recheck it hid that gain."""
+    store = Store(make_engine(f"sqlite:///{tmp_path / 'hive.db'}"))
+    cid = store.ensure_campaign("c")[0].id
+
+    def exp(verdict: str, parent: int | None, values: dict[int, float]) -> int:
+        e = store.new_experiment(cid, verdict=verdict, status="done", parent_number=parent, n_seeds=3,
+                                 finished_at=now())
+        for seed, value in values.items():
+            store.add(Run(experiment_id=e.id, seed=seed, status="ok", metrics_json=json.dumps({"loss": value})))
+        return e.number
+
+    fresh = recheck_seeds(3, 3)
+    base = {1: 2.016, 2: 1.956, 3: 1.967}
+    side = {fresh[0]: 1.9436, fresh[1]: 1.90718, fresh[2]: 1.91846}  # the best, beside exp-3's recheck
+    exp("baseline", None, {**base, **side})
+    noisy = [0.05, -0.04, 0.03]  # a candidate against it, minutes apart
+    exp("discard", 1, {s: base[s] - d for s, d in zip(base, noisy)})
+    kept = {1: 1.95, 2: 1.93, 3: 1.92, fresh[0]: 1.93513, fresh[1]: 1.89669, fresh[2]: 1.91545}
+    exp("discard", 1, kept)  # kept on seeds 1-3, discarded side by side
+    confirm = pooled_noise(store, cid, "loss", excluding=4)
+    expected = pool_noise([[-d for d in noisy], [kept[s] - base[s] for s in base]], POOL_MAX_DF)
+    assert confirm is not None and confirm[1] == 4 and abs(confirm[0] - expected[0]) < 1e-12, (confirm, expected)
+    recheck = pooled_noise(store, cid, "loss", excluding=4, side_by_side=True)
+    pairs = [kept[s] - side[s] for s in fresh]
+    assert recheck is not None and recheck[1] == 2 and abs(recheck[0] - statistics.variance(pairs)) < 1e-12
+    assert pooled_noise(store, cid, "loss", excluding=3, side_by_side=True) is None, "exp-3 borrows not from itself"
+    # the measured case: the recheck on its own pairs keeps the gain the confirmations' noise would hide
+    objective = Objective(metric="loss", direction="minimize", min_delta=0.0072, alpha=0.05, confirm_seeds=3)
+    critic = Critic(objective, max_seeds=5)
+    keep = Verdict("keep", "paired t-test on seeds 1,2,3")
+    mine = [SeedResult(s, "ok", {"loss": kept[s]}) for s in fresh]
+    alone = critic.recheck(keep, mine, side, "exp-1")
+    hidden = critic.recheck(keep, mine, side, "exp-1", (0.034 ** 2, 17))
+    assert alone.verdict == "keep" and hidden.verdict == "discard", (alone.reason, hidden.reason)
 
 
 def test_a_keep_that_drift_made_does_not_hold_side_by_side_on_fresh_seeds(hive, tmp_path):
