@@ -90,20 +90,40 @@ class Clock:
 
 
 @dataclass
+class Moments:
+    """The machine's state when a run starts: a part of its noise shared only by runs started at that moment (a
+    side-by-side pair), drawn once per moment with sd `sd`, from its own random stream."""
+
+    sd: float
+    rng: random.Random
+    drawn: dict[float, float] = field(default_factory=dict)
+
+    def at(self, t: float) -> float:
+        if t not in self.drawn:
+            self.drawn[t] = self.rng.gauss(0.0, self.sd)
+        return self.drawn[t]
+
+
+@dataclass
 class SeedEffects:
-    """One campaign's shared per-seed effects, drawn once (the same for every configuration), and its drift."""
+    """One campaign's shared per-seed effects, drawn once (the same for every configuration), its drift and the
+    noise of the moment each run starts (`Moments`)."""
 
     noise: SeedNoise
     rng: random.Random
     shared: dict[int, float] = field(default_factory=dict)
     drift: Drift | None = None
+    moments: Moments | None = None
 
     def value(self, truth: float, seed: int, at: float | None = None) -> float:
-        """One run's metric; `at` (the run's start on the campaign's clock) is where drift reads it."""
+        """One run's metric; `at` (the run's start on the campaign's clock) is where drift and moments read it."""
         if seed not in self.shared:
             self.shared[seed] = self.rng.gauss(0.0, self.noise.shared_sd)
-        slow = self.drift.at(at) if self.drift is not None and at is not None else 0.0
-        return truth + self.shared[seed] + self.rng.gauss(0.0, self.noise.own_sd) + slow
+        timed = 0.0
+        if at is not None:
+            timed += self.drift.at(at) if self.drift is not None else 0.0
+            timed += self.moments.at(at) if self.moments is not None else 0.0
+        return truth + self.shared[seed] + self.rng.gauss(0.0, self.noise.own_sd) + timed
 
 
 @dataclass

@@ -5,9 +5,11 @@ tuned (1.98) but for three knobs whose best values lie a little away (together w
 is the truth plus seed noise: a part shared by every configuration on that seed and the run's own part, sized
 from measured CPU Parameter Golf runs (bench/results/seed_noise.json; issue 12's campaign figures without it).
 Every run costs RUN_SECONDS (a quiet CPU Parameter Golf run); every policy gets the same run-seconds budget.
-Each policy runs twice: on that noise alone (the issue's model; the bar is judged there) and with the drift of a
-shared machine added (DRIFT: slow phases in which time-capped training runs fewer steps, sized from the
-2026-12-03 main job), on a clock of two slots where a side-by-side recheck's two runs start together.
+Each policy runs in three scenarios, on a clock of two slots where a side-by-side recheck's two runs start
+together: on that noise alone (issue 12's figures), with the drift of a shared machine added (DRIFT: slow phases
+in which time-capped training runs fewer steps, sized from the 2026-12-03 main job), and on the noise measured on
+2026-12-07 (MEASURED: little shared by a seed, most of it the machine's state when a run starts, which only a
+side-by-side pair shares). The bar is printed for each.
 
 Policies: `hive` (local search, TPE, the paired sequential critic: screen on seed 1 against the best on seed 1,
 3..5 seeds under the Pocock boundary, the best running the seeds it lacks), `hive_unpaired` (the same proposer,
@@ -20,7 +22,7 @@ the final best over the baseline, false keeps per 20 experiments (keeps whose tr
 they replaced), the final best's reported value less its truth in seed sd, run-seconds used, run-seconds to the
 first keep with a real gain, and where the final best falls short of the best possible, knob by knob
 (`shortfall`).
-Run: python bench/search_power.py [--campaigns 60] [--budget-runs 120]
+Run: python bench/search_power.py [--campaigns 40] [--budget-runs 120]
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import RESULTS, write  # noqa: E402
-from bench._sim import Clock, Drift, SeedEffects, SeedNoise, judge_sequentially  # noqa: E402
+from bench._sim import Clock, Drift, Moments, SeedEffects, SeedNoise, judge_sequentially  # noqa: E402
 from hive.agents.base import CampaignView, ExperimentBrief, Outcome  # noqa: E402
 from hive.agents.critic import Critic  # noqa: E402
 from hive.agents.search import SearchProposer, baseline_values  # noqa: E402
@@ -67,6 +69,13 @@ SLOTS = 2  # the playbook's two one-thread slots on this 2-core machine: the clo
 # +0.058 on them but +0.0047 side by side on fresh seeds: a slow phase costs ~0.053 bpb. One such phase, ~300 s
 # (three runs on two slots), in the three quiet main jobs recorded (~3.3 hours of campaign): one every 3 hours
 DRIFT = {"penalty": 0.053, "slow_s": 300.0, "normal_s": 3 * 3600.0}
+# Measured on 2026-12-07 (bench/README.md): 18 experiments of the main job on a quiet machine, split three ways.
+# Seeds 1-5 of one configuration vary by 0.0236 (29 df); a candidate's seeds against its parent's, run minutes
+# apart, by 0.030 (25 df); a side-by-side recheck's pairs, started together, by 0.0093 (6 df). So a run's own
+# noise is 0.0093/sqrt 2 = 0.0066, the machine's state at its start adds 0.0202 (shared only by runs started
+# together: sqrt(0.030^2/2 - own^2)), and what a seed shares across configurations is the rest, 0.0103
+MEASURED = {"shared_sd": 0.0103, "own_sd": 0.0066, "moment_sd": 0.0202}
+SCENARIOS = (("seed noise", False, False), ("seed noise and drift", True, False), ("measured noise", False, True))
 
 
 def noise_model() -> tuple[SeedNoise, str]:
@@ -119,10 +128,14 @@ def view(best: ExperimentBrief, baseline: ExperimentBrief, since_best: int) -> C
 
 
 def campaign(policy: str, index: int, pb, baseline_knobs: dict, truth: Truth, noise: SeedNoise,  # noqa: ANN001
-             budget: float, folder: Path, drift: bool = False) -> dict:
+             budget: float, folder: Path, drift: bool = False, measured: bool = False) -> dict:
     rng = random.Random(f"{policy}:{index}")
     slow = Drift(**DRIFT, rng=random.Random(f"drift:{policy}:{index}")) if drift else None
-    effects, clock = SeedEffects(noise, rng, drift=slow), Clock(RUN_SECONDS, SLOTS)
+    moments = Moments(MEASURED["moment_sd"], random.Random(f"moment:{policy}:{index}")) if measured else None
+    if measured:
+        noise = SeedNoise(MEASURED["shared_sd"], MEASURED["own_sd"])
+    total_sd = math.hypot(noise.total_sd, moments.sd if moments else 0.0)
+    effects, clock = SeedEffects(noise, rng, drift=slow, moments=moments), Clock(RUN_SECONDS, SLOTS)
     # the simulated runs break no constraint
     obj = pb.objective.model_copy(update={"constraints": [], **COUNTERFACTUALS.get(policy, {})})
     strategy = {"keep_if_lower": "greedy", "random": "random"}.get(policy, "optuna")
@@ -180,7 +193,7 @@ def campaign(policy: str, index: int, pb, baseline_knobs: dict, truth: Truth, no
     reported = statistics.fmean(best_values.values())
     return {"true_gain": base_truth - best_truth, "keeps": keeps, "false_keeps": false_keeps,
             "experiments": experiments, "false_keeps_per_20": 20 * false_keeps / max(1, experiments),
-            "reported_minus_true_sd": (reported - best_truth) / noise.total_sd, "run_seconds": spent,
+            "reported_minus_true_sd": (reported - best_truth) / total_sd, "run_seconds": spent,
             "first_real_gain_seconds": first_real,
             "shortfall": {k: v for k, v in truth.shortfall(best_knobs).items() if v > 0}}
 
@@ -201,7 +214,7 @@ def summarise(rows: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--campaigns", type=int, default=60)
+    parser.add_argument("--campaigns", type=int, default=40)
     parser.add_argument("--budget-runs", type=int, default=120, help="run-seconds budget, in runs of 95 s")
     args = parser.parse_args()
     pb = load_playbook(PLAYBOOK)
@@ -215,15 +228,17 @@ def main() -> None:
     started = time.monotonic()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for scenario, drift in (("seed noise", False), ("seed noise and drift", True)):
-            print(f"-- {scenario}" + (f": slow phases of {DRIFT['slow_s']:.0f} s, one every {DRIFT['normal_s']:.0f} s "
-                                      f"on average, {DRIFT['penalty']:+.3f} to a run started in one" if drift else ""),
-                  flush=True)
+        for scenario, drift, measured in SCENARIOS:
+            how = (f": slow phases of {DRIFT['slow_s']:.0f} s, one every {DRIFT['normal_s']:.0f} s on average, "
+                   f"{DRIFT['penalty']:+.3f} to a run started in one" if drift else
+                   ": shared {shared_sd}, own {own_sd}, the moment a run starts {moment_sd}".format(**MEASURED)
+                   if measured else "")
+            print(f"-- {scenario}{how}", flush=True)
             table, raw = {}, {}
-            folder = Path(tmp) / ("drift" if drift else "plain")
+            folder = Path(tmp) / scenario.replace(" ", "_")
             folder.mkdir()
             for policy in POLICIES + (() if drift else tuple(COUNTERFACTUALS)):
-                rows = [campaign(policy, i, pb, baseline_knobs, truth, noise, budget, folder, drift)
+                rows = [campaign(policy, i, pb, baseline_knobs, truth, noise, budget, folder, drift, measured)
                         for i in range(args.campaigns)]
                 raw[policy], table[policy] = rows, summarise(rows)
                 print(line(policy, table[policy], started), flush=True)
@@ -239,13 +254,15 @@ def main() -> None:
                 f"{p} " + ", ".join(f"{k} {v:.4f}" for k, v in table[p]["shortfall"].items() if v >= 5e-4)
                 for p in ("hive", "keep_if_lower")), flush=True)
             results[scenario] = {"policies": table, "bar": verdicts, "campaign_rows": raw}
-    plain, drifted = results["seed noise"], results["seed noise and drift"]
+    plain, drifted, real = results["seed noise"], results["seed noise and drift"], results["measured noise"]
     write("search_power", {"campaigns": args.campaigns, "budget_run_seconds": budget, "run_seconds_each": RUN_SECONDS,
                            "truth": {"baseline": BASE, "best_possible": truth.floor, "mistuned": MISTUNED},
                            "noise": {"shared_sd": noise.shared_sd, "own_sd": noise.own_sd, "source": source},
                            "policies": plain["policies"], "bar": plain["bar"],
                            "drift": {"model": {**DRIFT, "slots": SLOTS}, "policies": drifted["policies"],
                                      "bar": drifted["bar"], "campaign_rows": drifted["campaign_rows"]},
+                           "measured": {"model": MEASURED, "policies": real["policies"], "bar": real["bar"],
+                                        "campaign_rows": real["campaign_rows"]},
                            "seconds": time.monotonic() - started, "campaign_rows": plain["campaign_rows"]})
 
 
