@@ -3,7 +3,8 @@
 The loop is the graph's (hive/graph.py: run -> critic -> run while the critic asks for more seeds): the first
 seed, then one more at a time, the reference running any seed it lacks so a paired critic can pair it. The
 decisions are the real Critic's. A `Drift` adds the slow phases of a shared machine (time-capped training runs
-fewer steps in them), on a `Clock` of the campaign's wall time: a side-by-side pair's two runs start at one moment.
+fewer steps in them) and `Moments` the noise of the machine's state when a run starts, both read on a `Clock` of
+the campaign's wall time, where a side-by-side pair's two runs start at one moment.
 """
 
 from __future__ import annotations
