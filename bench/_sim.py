@@ -139,7 +139,8 @@ def judge_sequentially(critic: Critic, seeds: list[int], draw: Callable[[int], f
                        reference: dict[int, float], draw_reference: Callable[[int], float],
                        reference_number: int = 1, metric: str = "score",
                        pool: list[list[float]] | None = None, fresh: list[int] = (),
-                       clock: Clock | None = None, side_pool: list[list[float]] | None = None) -> Judged:
+                       clock: Clock | None = None, side_pool: list[list[float]] | None = None,
+                       beside: bool = False) -> Judged:
     """Run seeds one at a time while the critic asks for more; `reference` gains the seeds it had to run.
 
     With `pool` (the campaign's earlier paired differences, one list per experiment), the critic pools its seed
@@ -147,19 +148,28 @@ def judge_sequentially(critic: Critic, seeds: list[int], draw: Callable[[int], f
     With `fresh` seeds (objective.recheck_seeds of them), a keep runs again beside the reference on them, as
     the graph's side-by-side recheck does (Critic.recheck), pooling only earlier rechecks' pairs (`side_pool`,
     which gains this recheck's; graph.pooled_noise keeps the two kinds apart); with a `clock`, each fresh seed's
-    two runs start at one moment of it (the draws read the clock themselves).
+    two runs start at one moment of it (the draws read the clock themselves). With `beside` (a design Hive does
+    not have: search_power's `hive_beside`), every seed of the candidate runs as such a pair, the reference run
+    anew beside it, and the critic compares each seed with its partner.
     """
     values: dict[int, float] = {}
+    against = {} if beside else reference  # what each seed is compared with
     added = 0
     verdict = Verdict("discard", "no seed ran")
     for seed in seeds:
-        values[seed] = draw(seed)
-        if critic.test == "paired" and seed not in reference:
-            reference[seed] = draw_reference(seed)
+        if beside:
+            with clock.pair() if clock is not None else nullcontext():
+                values[seed] = draw(seed)
+                against[seed] = draw_reference(seed)
             added += 1
+        else:
+            values[seed] = draw(seed)
+            if critic.test == "paired" and seed not in reference:
+                reference[seed] = draw_reference(seed)
+                added += 1
         results = [SeedResult(s, "ok", {metric: v}) for s, v in values.items()]
         pooled = pool_noise(pool, POOL_MAX_DF) if pool else None
-        verdict = critic.judge(results, reference, reference_number, pooled if pooled and pooled[1] else None)
+        verdict = critic.judge(results, against, reference_number, pooled if pooled and pooled[1] else None)
         if verdict.verdict != "more_seeds":
             break
     rechecked = 0
@@ -176,5 +186,5 @@ def judge_sequentially(critic: Critic, seeds: list[int], draw: Callable[[int], f
         if side_pool is not None:
             side_pool.append([m.metrics[metric] - theirs[m.seed] for m in mine])
     if pool is not None and len(values) >= 2:
-        pool.append([values[s] - reference[s] for s in values if s in reference])
+        pool.append([values[s] - against[s] for s in values if s in against])
     return Judged(verdict, values, added, rechecked)

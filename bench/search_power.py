@@ -62,7 +62,10 @@ POLICIES = ("hive", "hive_unpaired", "keep_if_lower", "random")
 # what the gap between `hive` and `keep_if_lower` is made of, on the plain noise: hive without the side-by-side
 # recheck of a keep, and without it at min_delta 0 (a keep needs only a significant gain, however small)
 COUNTERFACTUALS = {"hive_no_recheck": {"recheck_seeds": 0},
-                   "hive_no_recheck_min_delta_0": {"recheck_seeds": 0, "min_delta": 0.0}}
+                   "hive_no_recheck_min_delta_0": {"recheck_seeds": 0, "min_delta": 0.0},
+                   # a design the measured noise suggests, not built in Hive: every seed of a candidate run as a
+                   # side-by-side pair with the best (two runs a seed; no recheck needed)
+                   "hive_beside": {"recheck_seeds": 0}}
 SLOTS = 2  # the playbook's two one-thread slots on this 2-core machine: the clock that drift reads
 # Drift, from the 2026-12-03 main job (bench/README.md): the baseline's seeds 1-3 ran in a slow phase of the
 # campaign's first minutes (104-111 training steps in the 90 s cap against ~124 later), and the one keep gained
@@ -176,7 +179,8 @@ def campaign(policy: str, index: int, pb, baseline_knobs: dict, truth: Truth, no
             judged = judge_sequentially(critic, SEEDS, lambda s: effects.value(true_value, s, clock.start()),
                                         best_values, lambda s: effects.value(best_truth, s, clock.start()),
                                         metric="val_bpb", pool=pool if critic.test == "paired" else None,
-                                        fresh=fresh, clock=clock, side_pool=side_pool)
+                                        fresh=fresh, clock=clock, side_pool=side_pool,
+                                        beside=policy == "hive_beside")
             spent += RUN_SECONDS * (len(judged.values) + judged.reference_runs + judged.recheck_runs)
             kept, mean, values = judged.verdict.verdict == "keep", statistics.fmean(judged.values.values()), judged.values
             gain = judged.verdict.gain
