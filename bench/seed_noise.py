@@ -80,7 +80,7 @@ def main() -> None:
         result["three_way"] = {
             "sd_per_configuration": math.sqrt(playbook_var), "df_per_configuration": playbook_df,
             "sd_paired_apart": math.sqrt(apart_var), "df_paired_apart": apart_df,
-            "sd_side_by_side": math.sqrt(2 * own_var), "df_side_by_side": together_df,
+            "sd_side_by_side": math.sqrt(together_var), "df_side_by_side": together_df,
             "sd_own": math.sqrt(own_var), "sd_moment": math.sqrt(moment_var),
             "sd_shared": math.sqrt(max(0.0, playbook_var - moment_var - own_var))}
     print(f"{args.campaign}: seed sd per configuration {total:.4f} ({len(per_config)} configurations, {config_df} df); "
